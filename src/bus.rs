@@ -1,0 +1,1 @@
+//! Node-wide events published by actors and fanned out by the supervisor.

@@ -1,0 +1,112 @@
+//! `tandem`: argv, logging, then hand over to the subcommand. Nothing else lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = "Two Linux boxes, one redundant firewall"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node in the foreground (in the current network namespace).
+    Boot(tandem::boot::BootArgs),
+    /// Call one control-socket method and print its result as JSON.
+    Ctl {
+        /// The control socket.
+        #[arg(long, default_value = "/var/lib/tandem/tandem.sock")]
+        socket: PathBuf,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Method name, e.g. system.status.
+        method: String,
+        /// Params as JSON (default {}).
+        params: Option<String>,
+    },
+    /// Work with config.xml files.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// The two-firewall lab in network namespaces.
+    Lab(tandem::lab::LabArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate a config.xml: print findings, exit 1 on any error.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Boot(args) => {
+            init_logging();
+            match tandem::boot::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tandem boot: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Ctl {
+            socket,
+            timeout,
+            method,
+            params,
+        } => {
+            let params = match params.as_deref().map(serde_json::from_str).transpose() {
+                Ok(p) => p.unwrap_or_else(|| serde_json::json!({})),
+                Err(e) => {
+                    eprintln!("tandem ctl: params are not valid JSON: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match tandem::ctl::call(&socket, &method, params, Duration::from_secs(timeout)) {
+                Ok(v) => {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tandem ctl {method}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Config {
+            cmd: ConfigCmd::Check { file },
+        } => tandem::config::check_command(&file),
+        Cmd::Lab(args) => {
+            init_logging();
+            tandem::lab::command(args)
+        }
+        Cmd::Version => {
+            println!("tandem {}", tandem::VERSION);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

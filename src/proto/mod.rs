@@ -1,0 +1,1 @@
+//! Pure protocol state machines: `(state, now, input) -> actions`. No I/O, no clock, no logging.

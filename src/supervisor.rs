@@ -1,0 +1,1 @@
+//! Starts, watches and restarts actors; routes typed messages; applies config deltas.

@@ -1,0 +1,1 @@
+//! Thin OS adapters: rtnetlink, nftables, raw sockets, sysctl, mounts, conntrack.
