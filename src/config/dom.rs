@@ -40,6 +40,8 @@ pub struct Element {
     name_len: usize,
     /// `<x/>` in the source (and no children).
     pub self_closing: bool,
+    /// The end tag's content as written (`a` in `</a>`, `a ` in `</a >`); `None` means the plain name.
+    raw_end: Option<String>,
     pub children: Vec<Node>,
 }
 
@@ -97,24 +99,29 @@ impl Document {
                         raw_start: e.to_string(),
                         name_len,
                         self_closing: false,
+                        raw_end: None,
                         children: Vec::new(),
                     });
                     buf.clear();
                     continue;
                 }
-                Event::End(_) => {
-                    let Some(done) = stack.pop() else {
+                Event::End(end) => {
+                    let Some(mut done) = stack.pop() else {
                         return Err(XmlError {
                             offset: pos,
                             reason: "unexpected end tag".into(),
                         });
                     };
+                    if &*end != done.name() {
+                        done.raw_end = Some(end.to_string());
+                    }
                     Node::Element(done)
                 }
                 Event::Empty(e) => Node::Element(Element {
                     name_len: e.name().as_ref().len(),
                     raw_start: e.to_string(),
                     self_closing: true,
+                    raw_end: None,
                     children: Vec::new(),
                 }),
                 Event::Text(t) => Node::Text(t.to_string()),
@@ -243,6 +250,7 @@ impl Element {
             raw_start: name.to_string(),
             name_len: name.len(),
             self_closing: false,
+            raw_end: None,
             children: Vec::new(),
         }
     }
@@ -445,7 +453,7 @@ impl Element {
             write_node(c, out);
         }
         out.push_str("</");
-        out.push_str(self.name());
+        out.push_str(self.raw_end.as_deref().unwrap_or(self.name()));
         out.push('>');
     }
 }
@@ -518,7 +526,7 @@ pub fn unescape(s: &str) -> String {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = "<?xml version=\"1.0\"?>\n<!-- top -->\n<opnsense>\n  <a x=\"1\" y='t&amp;u'>v &amp; w</a>\n  <b/>\n  <c ><![CDATA[<raw>]]></c>\n  <unknown><deep k=\"v\"><deeper/></deep></unknown>\n</opnsense>\n";
+    const SAMPLE: &str = "<?xml version=\"1.0\"?>\n<!-- top -->\n<opnsense>\n  <a x=\"1\" y='t&amp;u'>v &amp; w</a>\n  <b/>\n  <c ><![CDATA[<raw>]]></c >\n  <unknown><deep k=\"v\"><deeper/></deep></unknown>\n</opnsense>\n";
 
     #[test]
     fn round_trip_is_byte_exact() {
