@@ -23,7 +23,7 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -212,6 +212,8 @@ pub struct Lab {
     opts: LabOptions,
     /// Daemons this process started (waited on so they never linger as zombies).
     children: Mutex<HashMap<Node, Child>>,
+    /// How our own daemons ended, once reaped (for error messages).
+    exits: Mutex<HashMap<Node, ExitStatus>>,
 }
 
 /// Tears the lab down when dropped, even on panic (for tests).
@@ -301,6 +303,7 @@ impl Lab {
             run_dir: Path::new(RUN_ROOT).join(prefix),
             opts,
             children: Mutex::new(HashMap::new()),
+            exits: Mutex::new(HashMap::new()),
         }
     }
 
@@ -433,6 +436,7 @@ impl Lab {
         let child = self.spawn(fw, &argv, &self.log_path(fw))?;
         fs::write(self.pid_path(fw), format!("{}\n", child.id()))
             .with_context(|| format!("writing {}", self.pid_path(fw).display()))?;
+        lock(&self.exits).remove(&fw);
         self.children_lock().insert(fw, child);
         Ok(())
     }
@@ -446,11 +450,20 @@ impl Lab {
             .trim()
             .parse()
             .ok()?;
+        // Our own unreaped child cannot have had its pid reused.
+        let child = self
+            .children_lock()
+            .get(&fw)
+            .is_some_and(|c| i64::from(c.id()) == i64::from(pid));
         let socket = self.socket(fw).to_string_lossy().into_owned();
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let ours = cmdline
-            .split(|&b| b == 0)
-            .any(|arg| arg == socket.as_bytes());
+        // The command line reads empty while the process is between the two halves of an exec
+        // (`ip netns exec` -> interpreter -> daemon).
+        let ours = child
+            || cmdline.is_empty()
+            || cmdline
+                .split(|&b| b == 0)
+                .any(|arg| arg == socket.as_bytes());
         (ours && alive(pid)).then_some(pid)
     }
 
@@ -576,15 +589,29 @@ impl Lab {
     /// Collect the exit status of our own child in `fw` if it has exited (no zombie left behind).
     fn reap(&self, fw: Node) {
         let mut children = self.children_lock();
-        if let Some(child) = children.get_mut(&fw)
-            && !matches!(child.try_wait(), Ok(None))
-        {
-            children.remove(&fw);
+        let Some(child) = children.get_mut(&fw) else {
+            return;
+        };
+        match child.try_wait() {
+            Ok(None) => {}
+            Ok(Some(status)) => {
+                children.remove(&fw);
+                lock(&self.exits).insert(fw, status);
+            }
+            Err(_) => {
+                children.remove(&fw);
+            }
         }
     }
 
+    /// How the daemon this process started in `fw` ended, if it has.
+    pub fn exit_status(&self, fw: Node) -> Option<ExitStatus> {
+        self.reap(fw);
+        lock(&self.exits).get(&fw).copied()
+    }
+
     fn children_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Node, Child>> {
-        self.children.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.children)
     }
 
     /// Namespaces, sysctls, bridges, cables, client and server addresses.
@@ -699,8 +726,12 @@ impl Lab {
             let mut still = Vec::new();
             for fw in pending {
                 if self.node_pid(fw).is_none() {
+                    let how = match self.exit_status(fw) {
+                        Some(status) => status.to_string(),
+                        None => "gone".into(),
+                    };
                     bail!(
-                        "{fw}: tandem exited during boot; last lines of {}:\n{}",
+                        "{fw}: tandem exited during boot ({how}); last lines of {}:\n{}",
                         self.log_path(fw).display(),
                         indent(&self.log_tail(fw, 20))
                     );
@@ -734,6 +765,10 @@ impl Lab {
             sleep(Duration::from_millis(100));
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Is `pid` a live (not zombie) process?
