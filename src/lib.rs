@@ -8,6 +8,7 @@
 pub mod actor;
 pub mod boot;
 pub mod bus;
+pub mod clock;
 pub mod config;
 pub mod ctl;
 pub mod lab;

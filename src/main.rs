@@ -57,7 +57,9 @@ fn main() -> ExitCode {
         Cmd::Boot(args) => {
             init_logging();
             match tandem::boot::run(args) {
-                Ok(()) => ExitCode::SUCCESS,
+                // Exit at once: the runtime's teardown (netlink and signal driver threads) can take
+                // seconds, and everything that needed an orderly stop has stopped.
+                Ok(()) => std::process::exit(0),
                 Err(e) => {
                     eprintln!("tandem boot: {e:#}");
                     ExitCode::FAILURE
