@@ -415,6 +415,21 @@ fn sorted_v6(v6: &[Ipv6Addr]) -> Vec<[u8; 16]> {
     list
 }
 
+/// The longest password BSD `ifconfig ... pass` and ucarp keep (`strlcpy` into a 20-byte key).
+pub const MAX_KEY_LEN: usize = 19;
+
+/// The key bytes the BSD kernels and ucarp actually use for a configured password: up to the
+/// first NUL, at most [`MAX_KEY_LEN`] bytes. A longer OPNsense password therefore only counts
+/// by its first 19 bytes on a FreeBSD peer; we do the same so both ends agree.
+pub fn bsd_key(password: &[u8]) -> &[u8] {
+    let end = password
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(password.len())
+        .min(MAX_KEY_LEN);
+    &password[..end]
+}
+
 /// Compares two digests in time independent of where they differ.
 pub fn ct_eq(a: &[u8; MD_LEN], b: &[u8; MD_LEN]) -> bool {
     let diff = a
@@ -425,4 +440,4 @@ pub fn ct_eq(a: &[u8; MD_LEN], b: &[u8; MD_LEN]) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -16,7 +16,7 @@ use super::*;
 //
 // (the first advert after ucarp went MASTER). Ethernet: 01:00:5e:00:00:12 <- 00:00:5e:00:00:07,
 // type 0800 (ucarp's source MAC is 00:00:5e:00:00:<vhid>). Below: the IPv4 datagram.
-static UCARP_IP: [u8; 56] = [
+pub(crate) static UCARP_IP: [u8; 56] = [
     // IPv4: tos 0x10, total 56, id 0x8445, DF, ttl 255, proto 112, 10.99.0.2 -> 224.0.0.18
     0x45, 0x10, 0x00, 0x38, 0x84, 0x45, 0x40, 0x00, 0xff, 0x70, 0x0c, 0x89, 0x0a, 0x63, 0x00, 0x02,
     0xe0, 0x00, 0x00, 0x12, //
@@ -270,6 +270,20 @@ fn hmac_equals_bsd_construction_and_sorts() {
     assert_ne!(
         hmac(b"k", 2, 1, 1, &[a], &[], 1),
         hmac(b"k", 2, 1, 1, &[a], &[], 2)
+    );
+}
+
+#[test]
+fn bsd_key_truncates_like_strlcpy() {
+    assert_eq!(bsd_key(b"secret"), b"secret");
+    assert_eq!(bsd_key(b"0123456789abcdefghijKLM"), b"0123456789abcdefghi");
+    assert_eq!(bsd_key(b"ab\0cd"), b"ab");
+    assert_eq!(bsd_key(b""), b"");
+    // A 20-byte password digests like its first 19 bytes, as on a FreeBSD peer.
+    let a = Ipv4Addr::new(10, 0, 0, 1);
+    assert_eq!(
+        hmac(bsd_key(b"0123456789abcdefghij"), 2, 1, 1, &[a], &[], 5),
+        bsd_style_hmac(b"0123456789abcdefghi", 1, &[a], &[], 5)
     );
 }
 

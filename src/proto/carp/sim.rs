@@ -1,0 +1,1 @@
+//! Simulations over an in-memory lossy link (filled in below).
