@@ -440,23 +440,41 @@ fn boot_waits_for_both_sockets_and_stops_nodes() {
     assert_gone(&p);
 }
 
-/// The real daemon with the example configs (needs `tandem boot` and etc/examples).
+/// The real daemon with the example configs (etc/examples, found from the package root).
 #[test]
-#[ignore = "needs tandem boot and etc/examples/carp-*.xml (other branches)"]
-fn real_pair_boots() {
+fn real_pair_boots_with_the_examples() {
     let p = prefix('f');
     let opts = LabOptions {
         tandem: PathBuf::from(TANDEM),
         ..LabOptions::default()
     };
-    let lab = LabGuard(Lab::up(&p, opts).unwrap());
+    assert!(opts.master_config.ends_with("etc/examples/carp-master.xml"));
+    let lab = LabGuard(Lab::up(&p, opts).unwrap_or_else(|e| panic!("{e:#}")));
     for fw in Node::FIREWALLS {
-        lab.ctl(fw, "system.status", json!({})).unwrap();
+        let status = lab.ctl(fw, "system.status", json!({})).unwrap();
+        assert_eq!(
+            status["pid"].as_i64(),
+            lab.node_pid(fw).map(i64::from),
+            "{fw}"
+        );
         lab.ctl(fw, "interfaces.list", json!({})).unwrap();
     }
+    // tandem gave the devices the addresses of the examples (ARCHITECTURE.md's table).
+    let ns_addrs = |fw: Node| lab.run(fw, &["ip", "-4", "-o", "addr"]).unwrap();
+    for (fw, dev, cidr) in tandem::lab::FW_ADDRESSES {
+        let addrs = ns_addrs(fw);
+        assert!(
+            addrs
+                .lines()
+                .any(|l| l.contains(&format!(" {dev} ")) && l.contains(cidr)),
+            "{fw} {dev} lacks {cidr}:\n{addrs}"
+        );
+    }
     assert!(ping(&lab, Node::Fw1, "10.0.0.2"), "pfsync link");
+    assert!(ping(&lab, Node::Client, "192.168.1.10"), "client -> fw1");
     let took = lab.stop_node(Node::Fw2, Signal::SIGTERM).unwrap();
     assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(lab.exit_status(Node::Fw2).is_some_and(|s| s.success()));
     drop(lab);
     assert_gone(&p);
 }

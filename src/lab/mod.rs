@@ -170,13 +170,27 @@ impl Default for LabOptions {
         let examples = find_examples().unwrap_or_else(|| PathBuf::from("etc/examples"));
         LabOptions {
             boot: true,
-            tandem: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tandem")),
+            tandem: default_binary(),
             master_config: examples.join("carp-master.xml"),
             backup_config: examples.join("carp-backup.xml"),
             client_addr: Some(ClientAddr::default()),
             fw_addresses: false,
         }
     }
+}
+
+/// This executable if it is tandem; from a test binary (`target/<profile>/deps/x-hash`), the
+/// `tandem` beside `deps/`. Integration tests had better pass `env!("CARGO_BIN_EXE_tandem")`.
+fn default_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tandem"));
+    if exe.file_name().is_some_and(|n| n == "tandem") {
+        return exe;
+    }
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("tandem"))
+        .filter(|t| t.is_file())
+        .unwrap_or(exe)
 }
 
 /// The directory holding `carp-master.xml` and `carp-backup.xml`: `$TANDEM_EXAMPLES`, else
@@ -721,48 +735,50 @@ impl Lab {
             self.start_node(fw)?;
         }
         let deadline = Instant::now() + BOOT_TIMEOUT;
-        let mut pending: Vec<Node> = Node::FIREWALLS.to_vec();
+        for fw in Node::FIREWALLS {
+            self.wait_ready(fw, deadline.saturating_duration_since(Instant::now()))?;
+        }
+        Ok(())
+    }
+
+    /// Wait until the daemon in `fw` answers `system.status`. Fails at once, with the end of
+    /// its log, if it exits; fails after `timeout` if it never answers.
+    pub fn wait_ready(&self, fw: Node, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
         loop {
-            let mut still = Vec::new();
-            for fw in pending {
-                if self.node_pid(fw).is_none() {
-                    let how = match self.exit_status(fw) {
-                        Some(status) => status.to_string(),
-                        None => "gone".into(),
-                    };
-                    bail!(
-                        "{fw}: tandem exited during boot ({how}); last lines of {}:\n{}",
-                        self.log_path(fw).display(),
-                        indent(&self.log_tail(fw, 20))
-                    );
-                }
-                let answered = self.socket(fw).exists()
-                    && crate::ctl::call(
-                        &self.socket(fw),
-                        "system.status",
-                        serde_json::json!({}),
-                        Duration::from_secs(1),
-                    )
-                    .is_ok();
-                if !answered {
-                    still.push(fw);
-                }
-            }
-            if still.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let fw = still[0];
+            if self.node_pid(fw).is_none() {
+                let how = match self.exit_status(fw) {
+                    Some(status) => status.to_string(),
+                    None => "not running".into(),
+                };
                 bail!(
-                    "{fw}: no answer to system.status on {} within {} s; last lines of {}:\n{}",
-                    self.socket(fw).display(),
-                    BOOT_TIMEOUT.as_secs(),
+                    "{fw}: tandem exited during boot ({how}); last lines of {}:\n{}",
                     self.log_path(fw).display(),
                     indent(&self.log_tail(fw, 20))
                 );
             }
-            pending = still;
-            sleep(Duration::from_millis(100));
+            let socket = self.socket(fw);
+            let answered = socket.exists()
+                && crate::ctl::call(
+                    &socket,
+                    "system.status",
+                    serde_json::json!({}),
+                    Duration::from_secs(1),
+                )
+                .is_ok();
+            if answered {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{fw}: no answer to system.status on {} within {:.1} s; last lines of {}:\n{}",
+                    socket.display(),
+                    timeout.as_secs_f64(),
+                    self.log_path(fw).display(),
+                    indent(&self.log_tail(fw, 20))
+                );
+            }
+            sleep(Duration::from_millis(50));
         }
     }
 }
