@@ -85,7 +85,9 @@ fn print_hints(lab: &Lab) {
             lab.socket(fw).display()
         );
     }
-    println!("Take it down with: tandem lab down --prefix {p}   (or: sudo scripts/demo --down)");
+    println!(
+        "Take it down with: tandem lab down --prefix {p}   (or: sudo scripts/demo --down --prefix {p})"
+    );
 }
 
 fn status(lab: &Lab) -> anyhow::Result<()> {

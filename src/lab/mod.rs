@@ -566,8 +566,7 @@ impl Lab {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).context(format!("removing {}", self.run_dir.display())),
         }
-        // Leave /run/tandem-lab itself only while other labs use it (fails harmlessly if not empty).
-        let _ = fs::remove_dir(RUN_ROOT);
+        // /run/tandem-lab itself stays: removing it would race with a parallel lab's `up`.
         Ok(())
     }
 
