@@ -18,16 +18,22 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::actor::StopMsg;
-use crate::actor::carp::{Carp, CarpDemotionMsg, CarpLinkMsg, CarpReconfigMsg, CarpSpec, CarpStatus, CarpStatusMsg};
+use crate::actor::carp::{
+    Carp, CarpDemotionMsg, CarpLinkMsg, CarpReconfigMsg, CarpSpec, CarpStatus, CarpStatusMsg,
+};
 use crate::actor::control::Control;
 use crate::actor::hooks::Hooks;
-use crate::proto::demotion::{self, Demotion};
-use crate::actor::iface::{ApplyIfaceMsg, IfaceStatus, IfaceStatusMsg, Interface, LinkEventMsg, LinkRemovedMsg};
-use crate::actor::store::{CommitError, CommitMsg, Committed, ConfigStore, GetConfigMsg, SetMaintenanceMsg};
+use crate::actor::iface::{
+    ApplyIfaceMsg, IfaceStatus, IfaceStatusMsg, Interface, LinkEventMsg, LinkRemovedMsg,
+};
+use crate::actor::store::{
+    CommitError, CommitMsg, Committed, ConfigStore, GetConfigMsg, SetMaintenanceMsg,
+};
 use crate::boot::overlay::OverlayKind;
 use crate::bus::{Bus, BusMsg};
-use crate::config::{Config, Interface as IfaceCfg};
 use crate::clock;
+use crate::config::{Config, Interface as IfaceCfg};
+use crate::proto::demotion::{self, Demotion};
 use crate::sys::netlink::{self, LinkEvent};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -232,9 +238,12 @@ impl Supervisor {
         }
         for d in carp_devs {
             if self.links.get(&d) == Some(&false) {
-                changed |= self
-                    .demotion
-                    .set(&format!("link:{d}"), demotion::LINK_DOWN, clock::now(), None);
+                changed |= self.demotion.set(
+                    &format!("link:{d}"),
+                    demotion::LINK_DOWN,
+                    clock::now(),
+                    None,
+                );
             }
         }
         changed |= self.sync_maintenance(config);
@@ -321,7 +330,9 @@ impl Supervisor {
                     }
                 }
             }
-            LinkEvent::Removed { name: Some(name), .. } => {
+            LinkEvent::Removed {
+                name: Some(name), ..
+            } => {
                 for (cfg, child) in self.interfaces.values() {
                     if cfg.device == name {
                         child.addr.do_send(LinkRemovedMsg);
@@ -516,7 +527,8 @@ pub struct SystemStatusMsg;
 impl Handler<SystemStatusMsg> for Supervisor {
     type Result = MessageResult<SystemStatusMsg>;
     fn handle(&mut self, _: SystemStatusMsg, _: &mut Context<Self>) -> Self::Result {
-        let mut actors = vec![json!({"name": "config-store", "running": self.store.connected(), "restarts": 0})];
+        let mut actors =
+            vec![json!({"name": "config-store", "running": self.store.connected(), "restarts": 0})];
         actors.extend(self.interfaces.values().map(|(_, c)| c.status()));
         MessageResult(json!({
             "version": crate::VERSION,
@@ -544,8 +556,11 @@ pub struct InterfacesListMsg;
 impl Handler<InterfacesListMsg> for Supervisor {
     type Result = ResponseFuture<Vec<IfaceStatus>>;
     fn handle(&mut self, _: InterfacesListMsg, _: &mut Context<Self>) -> Self::Result {
-        let addrs: Vec<Addr<Interface>> =
-            self.interfaces.values().map(|(_, c)| c.addr.clone()).collect();
+        let addrs: Vec<Addr<Interface>> = self
+            .interfaces
+            .values()
+            .map(|(_, c)| c.addr.clone())
+            .collect();
         Box::pin(async move {
             let mut out = Vec::new();
             for a in addrs {
@@ -599,9 +614,9 @@ impl Handler<ShutdownMsg> for Supervisor {
                     let _ = tokio::time::timeout(Duration::from_millis(500), c.send(StopMsg)).await;
                 }
                 // CARP next: each VHID bows out (the peer takes over at once) and drops its VIPs.
-                let bows = carps.iter().map(|a| {
-                    tokio::time::timeout(Duration::from_millis(800), a.send(StopMsg))
-                });
+                let bows = carps
+                    .iter()
+                    .map(|a| tokio::time::timeout(Duration::from_millis(800), a.send(StopMsg)));
                 futures::future::join_all(bows).await;
                 for a in ifaces {
                     let _ = tokio::time::timeout(Duration::from_millis(500), a.send(StopMsg)).await;
