@@ -77,7 +77,6 @@ impl RawIp {
         s.set_nonblocking(true)?;
         s.set_cloexec(true)?;
         s.bind_device(Some(dev.as_bytes()))?;
-        s.set_only_v6(true)?;
         s.set_unicast_hops_v6(255)?;
         s.set_multicast_hops_v6(255)?;
         s.set_multicast_loop_v6(false)?;

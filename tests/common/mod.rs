@@ -24,11 +24,10 @@ pub fn unique(tag: &str) -> String {
 }
 
 pub fn sh(args: &[&str]) -> std::process::Output {
-    let out = Command::new(args[0])
+    Command::new(args[0])
         .args(&args[1..])
         .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    out
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
 }
 
 pub fn sh_ok(args: &[&str]) -> String {
