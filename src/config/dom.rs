@@ -131,7 +131,7 @@ impl Document {
                     children: Vec::new(),
                 }),
                 Event::Text(t) => Node::Text(t.to_string()),
-                Event::GeneralRef(r) => Node::Text(format!("&{};", r.to_string())),
+                Event::GeneralRef(r) => Node::Text(format!("&{};", &*r)),
                 Event::CData(t) => Node::CData(t.to_string()),
                 Event::Comment(t) => Node::Comment(t.to_string()),
                 Event::Decl(t) => Node::Pi(t.to_string()),
