@@ -335,6 +335,14 @@ impl Reader {
                 );
                 None
             }
+            // Too big or negative for the type: still a range problem, not a syntax one.
+            Err(_) if v.parse::<i128>().is_ok() => {
+                self.error(
+                    format!("{path}/{name}"),
+                    format!("{name} {v} is out of range {lo}-{hi}"),
+                );
+                None
+            }
             Err(_) => {
                 self.error(
                     format!("{path}/{name}"),
