@@ -1,1 +1,3 @@
 //! Thin OS adapters: rtnetlink, nftables, raw sockets, sysctl, mounts, conntrack.
+pub mod nft;
+pub mod sysctl;
