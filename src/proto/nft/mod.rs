@@ -41,6 +41,7 @@
 //! same `snat` and says "static-port" in its comment. pf's port randomisation without static port
 //! is not reproduced.
 
+pub mod convert;
 pub mod filter;
 pub mod ir;
 pub mod nat;
