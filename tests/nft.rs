@@ -512,3 +512,167 @@ fn traffic_through_the_example_ruleset() {
     assert!(connect(&server, "192.168.1.100:9000").is_err());
     assert!(accept(&lclient).is_none());
 }
+
+/// Every rendered construct is accepted by the kernel: rules with each action, direction,
+/// family, protocol, address kind, negation, port form, log, every automatic rule, and NAT
+/// rules with each target (both families).
+#[test]
+fn every_construct_loads() {
+    use tandem::proto::nft::*;
+
+    let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+    let mut lan = IfView::new("lan", "em0");
+    lan.v4 = Some(("192.168.1.10".parse().unwrap(), 24));
+    lan.v6 = Some(("2001:db8:1::10".parse().unwrap(), 64));
+    lan.vips = vec![ip("192.168.1.1"), ip("2001:db8:1::1")];
+    let mut wan = IfView::new("wan", "em1");
+    wan.v4 = Some(("172.18.0.101".parse().unwrap(), 24));
+    wan.v6 = Some(("2001:db8:2::101".parse().unwrap(), 64));
+    wan.gateway = true;
+    let view = View {
+        interfaces: vec![lan, wan, IfView::new("opt1", "em2")],
+    };
+    let addrs = [
+        AddrMatch::Any,
+        AddrMatch::SelfAddrs,
+        AddrMatch::IfNet("lan".into()),
+        AddrMatch::IfAddr("lan".into()),
+        AddrMatch::Nets(vec![
+            Cidr::parse("10.0.0.0/8").unwrap(),
+            Cidr::parse("fd00::1").unwrap(),
+        ]),
+    ];
+    let protos = [
+        Proto::Any,
+        Proto::Tcp,
+        Proto::Udp,
+        Proto::TcpUdp,
+        Proto::Icmp,
+        Proto::Icmpv6,
+        Proto::Number(112),
+        Proto::Number(240),
+    ];
+    let mut rules = Vec::new();
+    let mut n = 0;
+    for action in [Action::Pass, Action::Block, Action::Reject] {
+        for direction in [Direction::In, Direction::Out, Direction::Any] {
+            for proto in protos {
+                for (i, a) in addrs.iter().enumerate() {
+                    for ipver in [IpVersion::Inet, IpVersion::Inet6, IpVersion::Inet46] {
+                        if proto
+                            .family()
+                            .is_some_and(|f| !ipver.families().contains(&f))
+                        {
+                            continue;
+                        }
+                        n += 1;
+                        let ports = if proto.has_ports() {
+                            vec![PortRange::single(80), PortRange { lo: 1000, hi: 2000 }]
+                        } else {
+                            vec![]
+                        };
+                        rules.push(Rule {
+                            path: format!("filter/rule[{n}]"),
+                            descr: format!("case {n} \"quoted\""),
+                            action,
+                            quick: n % 3 != 0,
+                            log: n % 2 == 0,
+                            interfaces: match n % 3 {
+                                0 => vec![],
+                                1 => vec!["lan".into()],
+                                _ => vec!["lan".into(), "wan".into()],
+                            },
+                            direction,
+                            ipver,
+                            proto,
+                            src: Endpoint {
+                                addr: a.clone(),
+                                not: i % 2 == 1,
+                                ports: ports.clone(),
+                            },
+                            dst: Endpoint {
+                                addr: addrs[(i + 2) % addrs.len()].clone(),
+                                not: n % 2 == 1,
+                                ports,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let auto = Automatic {
+        carp: true,
+        carp_peers: vec![ip("172.18.0.102"), ip("2001:db8:2::102")],
+        dhcp_failover: vec![("lan".into(), ip("192.168.1.20"))],
+        ha_sync_peers: vec![ip("10.0.0.2"), ip("fd00::2")],
+        webgui_port: 8443,
+        pfsync: Some("opt1".into()),
+        anti_lockout: Some("lan".into()),
+        dhcp_server: vec!["lan".into()],
+    };
+    let filter = render_filter(&FilterSet { auto, rules }, &view).unwrap();
+
+    let nat_rule = |path: &str, target: NatTarget, src: &str| NatRule {
+        path: path.into(),
+        descr: "d".into(),
+        interface: "wan".into(),
+        proto: Proto::TcpUdp,
+        src: Endpoint {
+            addr: AddrMatch::Nets(vec![Cidr::parse(src).unwrap()]),
+            not: false,
+            ports: vec![PortRange {
+                lo: 1024,
+                hi: 65535,
+            }],
+        },
+        dst: Endpoint {
+            addr: AddrMatch::Any,
+            not: false,
+            ports: vec![PortRange::single(500)],
+        },
+        target,
+        static_port: true,
+        nonat: false,
+    };
+    let mut nonat = nat_rule("n0", NatTarget::Masquerade, "192.168.1.0/24");
+    nonat.nonat = true;
+    let nat_rules = vec![
+        nonat,
+        nat_rule("n1", NatTarget::Masquerade, "192.168.1.0/24"),
+        nat_rule("n2", NatTarget::Addr(ip("172.18.0.100")), "192.168.1.0/24"),
+        nat_rule(
+            "n3",
+            NatTarget::Subnet(Cidr::parse("172.18.0.96/29").unwrap()),
+            "192.168.1.0/24",
+        ),
+        nat_rule("n4", NatTarget::IfAddr("wan".into()), "192.168.1.0/24"),
+        nat_rule(
+            "n5",
+            NatTarget::Addr(ip("2001:db8:2::100")),
+            "2001:db8:1::/64",
+        ),
+        nat_rule("n6", NatTarget::Masquerade, "2001:db8:1::/64"),
+    ];
+    let nat = render_nat(
+        &NatSet {
+            mode: NatMode::Hybrid,
+            rules: nat_rules,
+        },
+        &view,
+    )
+    .unwrap();
+    assert!(nat.text.contains("table ip6 tandem_nat"));
+    let lines = filter.text.lines().count();
+    let Some(r) = in_netns(move || {
+        sys::nft::load_filter(&filter)?;
+        sys::nft::load(&nat)?;
+        Ok::<_, sys::nft::Error>((sys::nft::list(&filter)?, sys::nft::list(&nat)?))
+    }) else {
+        return;
+    };
+    let (f, n) = r.unwrap_or_else(|e| panic!("{e}"));
+    assert!(lines > 500, "{lines}");
+    assert!(f.contains("reject with tcp reset"));
+    assert!(n.contains("table ip6 tandem_nat"));
+}

@@ -157,7 +157,12 @@ fn rule_lines(r: &NatRule, view: &View) -> Result<Vec<(Family, String)>, Error> 
                     v.push((Family::V6, format!("snat to {a}")));
                 }
                 if v.is_empty() {
-                    return Err(Error::new(path, Reason::NoAddress(k.clone())));
+                    // The outgoing interface's own dynamic address: that is what masquerade
+                    // picks (pf's `(em1)`).
+                    if *k != r.interface {
+                        return Err(Error::new(path, Reason::NoAddress(k.clone())));
+                    }
+                    v.push((Family::V4, "masquerade".to_string()));
                 }
                 v
             }
@@ -176,13 +181,7 @@ fn rule_lines(r: &NatRule, view: &View) -> Result<Vec<(Family, String)>, Error> 
             addr_expr(&src, r.src.not, "s", Some(fam)),
             addr_expr(&dst, r.dst.not, "d", Some(fam)),
         ) else {
-            // A literal source or destination of the other family: cannot match.
-            let literal = [&src, &dst]
-                .iter()
-                .any(|x| matches!(x, Resolved::Nets { literal: true, .. }));
-            if literal {
-                return Err(Error::new(path, Reason::FamilyMismatch));
-            }
+            // The source or destination names nothing in this family.
             continue;
         };
         let mut parts = vec![format!("oifname {dev}")];
@@ -194,6 +193,13 @@ fn rule_lines(r: &NatRule, view: &View) -> Result<Vec<(Family, String)>, Error> 
         parts.push(verdict);
         parts.push(comment(path, &descr));
         lines.push((fam, parts.join(" ")));
+    }
+    // Literal addresses that share no family with the target can never match: a mistake.
+    let literal = [&src, &dst]
+        .iter()
+        .any(|x| matches!(x, Resolved::Nets { literal: true, .. }));
+    if lines.is_empty() && literal {
+        return Err(Error::new(path, Reason::FamilyMismatch));
     }
     Ok(lines)
 }

@@ -674,6 +674,35 @@ fn nat_rules() {
     )
     .unwrap_err();
     assert_eq!(e.reason, Reason::PortsWithoutTcpUdp);
+
+    // `optNip` of an interface without a static address: masquerade out of that interface,
+    // an error for any other.
+    let mut v = view();
+    v.interfaces.push(IfView::new("opt2", "em3"));
+    let mut dynamic = nat_rule("nat/outbound/rule[8]");
+    dynamic.interface = "opt2".into();
+    dynamic.target = NatTarget::IfAddr("opt2".into());
+    let set = NatSet {
+        mode,
+        rules: vec![dynamic.clone()],
+    };
+    let t = render_nat(&set, &v).unwrap().text;
+    assert!(
+        t.contains(
+            "oifname \"em3\" ip saddr 192.168.1.0/24 masquerade comment \"nat/outbound/rule[8]\""
+        ),
+        "{t}"
+    );
+    dynamic.interface = "wan".into();
+    let set = NatSet {
+        mode,
+        rules: vec![dynamic],
+    };
+    let e = render_nat(&set, &v).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "nat/outbound/rule[8]: interface opt2 has no static address"
+    );
 }
 
 #[test]
