@@ -47,6 +47,11 @@ fn golden_master() {
     let nat = convert::nat(&cfg).unwrap();
     golden("carp-master.filter.nft", &filter.text);
     golden("carp-master.nat.nft", &nat.text);
+    let backup = parse(&example("carp-backup.xml"));
+    golden(
+        "carp-backup.filter.nft",
+        &convert::filter(&backup).unwrap().text,
+    );
     // A few facts the golden file must keep, whatever else changes.
     for want in [
         "iifname \"em1\" meta nfproto ipv4 meta l4proto 112 accept comment \"filter/rule[1]\"",
@@ -611,6 +616,23 @@ fn every_construct_loads() {
         anti_lockout: Some("lan".into()),
         dhcp_server: vec!["lan".into()],
     };
+    // Descriptions are free text: every printable ASCII character, controls, non-ASCII, long.
+    let ascii: String = (0x20u8..0x7f).map(char::from).collect();
+    for (i, descr) in [
+        ascii.clone(),
+        format!("tab\tnewline\nnul\0 bell\x07 {}", "é日本🔥".repeat(20)),
+        "\\\"\\".repeat(100),
+        String::new(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = rules[0].clone();
+        r.path = format!("filter/rule[d{i}]");
+        r.descr = descr;
+        r.log = true;
+        rules.push(r);
+    }
     let filter = render_filter(&FilterSet { auto, rules }, &view).unwrap();
 
     let nat_rule = |path: &str, target: NatTarget, src: &str| NatRule {
@@ -675,4 +697,69 @@ fn every_construct_loads() {
     assert!(lines > 500, "{lines}");
     assert!(f.contains("reject with tcp reset"));
     assert!(n.contains("table ip6 tandem_nat"));
+}
+
+/// Render and load time of a large ruleset (10,000 rules), printed; bounded so a regression to
+/// something quadratic fails.
+#[test]
+fn large_ruleset_loads() {
+    use std::time::Instant;
+    use tandem::proto::nft::*;
+
+    let mut lan = IfView::new("lan", "em0");
+    lan.v4 = Some(("192.168.1.10".parse().unwrap(), 24));
+    let view = View {
+        interfaces: vec![lan],
+    };
+    let rules: Vec<Rule> = (0..10_000u32)
+        .map(|i| Rule {
+            path: format!("filter/rule[{}]", i + 1),
+            descr: String::new(),
+            action: if i % 2 == 0 {
+                Action::Pass
+            } else {
+                Action::Block
+            },
+            quick: true,
+            log: false,
+            interfaces: vec!["lan".into()],
+            direction: Direction::In,
+            ipver: IpVersion::Inet,
+            proto: Proto::Tcp,
+            src: Endpoint::any(),
+            dst: Endpoint {
+                addr: AddrMatch::Nets(vec![
+                    Cidr::new(std::net::IpAddr::from([10, (i >> 8) as u8, i as u8, 1]), 32)
+                        .unwrap(),
+                ]),
+                not: false,
+                ports: vec![PortRange::single((i % 60_000 + 1) as u16)],
+            },
+        })
+        .collect();
+    let t0 = Instant::now();
+    let rs = render_filter(
+        &FilterSet {
+            auto: Automatic::default(),
+            rules,
+        },
+        &view,
+    )
+    .unwrap();
+    let render = t0.elapsed();
+    assert!(render.as_secs() < 5, "render took {render:?}");
+    let Some(load) = in_netns(move || {
+        let t0 = Instant::now();
+        sys::nft::load(&rs).unwrap();
+        let load = t0.elapsed();
+        // A second load replaces the 10,000 rules in one transaction.
+        sys::nft::load(&rs).unwrap();
+        let listed = sys::nft::list(&rs).unwrap();
+        assert_eq!(listed.matches("comment \"filter/rule[").count(), 10_000);
+        load
+    }) else {
+        return;
+    };
+    eprintln!("10000 rules: render {render:?}, load {load:?}");
+    assert!(load.as_secs() < 60, "load took {load:?}");
 }

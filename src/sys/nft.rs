@@ -54,11 +54,18 @@ fn run(args: &[&str], stdin: &str) -> Result<String, Error> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(Error::Spawn)?;
-    if let Some(mut input) = child.stdin.take() {
-        // A write error (nft exited early) shows up as nft's exit status and stderr.
-        let _ = input.write_all(stdin.as_bytes());
-    }
+    // Feed stdin from another thread so a large ruleset cannot deadlock against nft's output.
+    let writer = child.stdin.take().map(|mut input| {
+        let data = stdin.as_bytes().to_vec();
+        std::thread::spawn(move || {
+            // A write error (nft exited early) shows up as nft's exit status and stderr.
+            let _ = input.write_all(&data);
+        })
+    });
     let out = child.wait_with_output().map_err(Error::Spawn)?;
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {

@@ -272,6 +272,17 @@ pub(crate) fn addr_expr(
     }
 }
 
+/// Port 0 and reversed ranges cannot be rendered.
+pub(crate) fn check_ports(path: &str, ports: &[PortRange]) -> Result<(), Error> {
+    match ports.iter().find(|p| p.lo == 0 || p.hi < p.lo) {
+        Some(p) => Err(Error::new(
+            path,
+            Reason::BadPort(format!("{}-{}", p.lo, p.hi)),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn ports_expr(proto: Proto, dir: &str, ports: &[PortRange]) -> Option<String> {
     if ports.is_empty() {
         return None;
@@ -304,6 +315,8 @@ fn rule_lines(rule: &Rule, n: usize, side: Side, view: &View) -> Result<Vec<Stri
     if has_ports && !rule.proto.has_ports() {
         return Err(Error::new(path, Reason::PortsWithoutTcpUdp));
     }
+    check_ports(path, &rule.src.ports)?;
+    check_ports(path, &rule.dst.ports)?;
     let mut devices = Vec::new();
     for k in &rule.interfaces {
         devices.push(quote(&device(view, k, path)?.device, 64));

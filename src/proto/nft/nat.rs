@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::filter::{Resolved, addr_expr, device, ports_expr, proto_expr, resolve};
+use super::filter::{Resolved, addr_expr, check_ports, device, ports_expr, proto_expr, resolve};
 use super::ir::{
     AddrMatch, Cidr, Endpoint, Family, IPPROTO_CARP, NatMode, NatRule, NatSet, NatTarget, Proto,
     View,
@@ -128,6 +128,8 @@ fn rule_lines(r: &NatRule, view: &View) -> Result<Vec<(Family, String)>, Error> 
     if has_ports && !r.proto.has_ports() {
         return Err(Error::new(path, Reason::PortsWithoutTcpUdp));
     }
+    check_ports(path, &r.src.ports)?;
+    check_ports(path, &r.dst.ports)?;
     let dev = quote(&device(view, &r.interface, path)?.device, 64);
     let src = resolve(&r.src, view, path)?;
     let dst = resolve(&r.dst, view, path)?;
