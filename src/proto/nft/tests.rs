@@ -743,7 +743,10 @@ mod prop {
         }
     }
 
-    fn mk(v: &(u8, u8, u8, u8, u8, String, Vec<(u16, u16)>, String)) -> Rule {
+    /// Selectors, an address, port pairs and a description.
+    type Case = (u8, u8, u8, u8, u8, String, Vec<(u16, u16)>, String);
+
+    fn mk(v: &Case) -> Rule {
         let (a, b, c, d, e, s, ports, descr) = v;
         let ports: Vec<PortRange> = ports.iter().map(|&(lo, hi)| PortRange { lo, hi }).collect();
         Rule {
