@@ -615,6 +615,8 @@ fn every_construct_loads() {
         pfsync: Some("opt1".into()),
         anti_lockout: Some("lan".into()),
         dhcp_server: vec!["lan".into()],
+        dhcp_client4: vec!["wan".into()],
+        dhcp_client6: vec!["wan".into()],
     };
     // Descriptions are free text: every printable ASCII character, controls, non-ASCII, long.
     let ascii: String = (0x20u8..0x7f).map(char::from).collect();

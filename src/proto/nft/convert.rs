@@ -197,6 +197,14 @@ fn automatic(cfg: &Config) -> Automatic {
             a.dhcp_failover.push((d.interface.clone(), IpAddr::V4(p)));
         }
     }
+    for i in &cfg.interfaces {
+        if i.ipv4_mode.as_deref() == Some("dhcp") {
+            a.dhcp_client4.push(i.key.clone());
+        }
+        if matches!(i.ipv6_mode.as_deref(), Some("dhcp6" | "dhcpv6")) {
+            a.dhcp_client6.push(i.key.clone());
+        }
+    }
     let hs = &cfg.hasync;
     if let Some(h) = hs.synchronize_to.as_deref().and_then(sync_host) {
         push_unique(&mut a.ha_sync_peers, h);

@@ -208,6 +208,18 @@ fn auto_lines(a: &Automatic, view: &View) -> Result<AutoLines, Error> {
             "iifname {dev} udp dport 67 accept comment \"automatic: dhcp server\""
         ));
     }
+    for key in &a.dhcp_client4 {
+        let dev = quote(&device(view, key, &format!("interfaces/{key}"))?.device, 64);
+        input.push(format!(
+            "iifname {dev} udp sport 67 udp dport 68 accept comment \"automatic: dhcp client\""
+        ));
+    }
+    for key in &a.dhcp_client6 {
+        let dev = quote(&device(view, key, &format!("interfaces/{key}"))?.device, 64);
+        input.push(format!(
+            "iifname {dev} ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept comment \"automatic: dhcpv6 client\""
+        ));
+    }
     Ok(AutoLines { input, output })
 }
 

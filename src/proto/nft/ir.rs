@@ -332,6 +332,10 @@ pub struct Automatic {
     pub anti_lockout: Option<String>,
     /// Interface keys that run a DHCP server.
     pub dhcp_server: Vec<String>,
+    /// Interface keys whose IPv4 address comes from DHCP (replies to the client pass).
+    pub dhcp_client4: Vec<String>,
+    /// Interface keys whose IPv6 address comes from DHCPv6 (replies to the client pass).
+    pub dhcp_client6: Vec<String>,
 }
 
 /// Everything `table inet tandem_filter` is rendered from.

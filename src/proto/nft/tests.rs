@@ -411,6 +411,8 @@ fn full_auto() -> Automatic {
         pfsync: Some("opt1".into()),
         anti_lockout: Some("lan".into()),
         dhcp_server: vec!["lan".into()],
+        dhcp_client4: vec!["wan".into()],
+        dhcp_client6: vec!["wan".into()],
     }
 }
 
@@ -439,6 +441,8 @@ fn automatic_rules() {
         "ip saddr 10.0.0.2 tcp dport 443 accept comment \"automatic: ha sync\"",
         "iifname \"em0\" fib daddr . iif type local tcp dport { 22, 80, 443 } accept comment \"automatic: anti-lockout\"",
         "iifname \"em0\" udp dport 67 accept comment \"automatic: dhcp server\"",
+        "iifname \"em1\" udp sport 67 udp dport 68 accept comment \"automatic: dhcp client\"",
+        "iifname \"em1\" ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept comment \"automatic: dhcpv6 client\"",
         "jump rules_in",
     ];
     assert_eq!(input, want);
