@@ -765,3 +765,35 @@ fn large_ruleset_loads() {
     eprintln!("10000 rules: render {render:?}, load {load:?}");
     assert!(load.as_secs() < 60, "load took {load:?}");
 }
+
+/// MVC rules (`OPNsense/Firewall/Filter/rules/rule`) convert like legacy ones: interface lists,
+/// direction, quick 0, log, `(self)`, `wanip`, a network key, negation, port ranges.
+#[test]
+fn mvc_rules_convert() {
+    let mvc = r#"<OPNsense><Firewall><Filter><rules>
+      <rule uuid="a"><enabled>1</enabled><action>reject</action><quick>0</quick><interface>lan,opt1</interface>
+        <direction>any</direction><ipprotocol>inet</ipprotocol><protocol>TCP</protocol>
+        <source_net>lan</source_net><source_not>1</source_not><source_port>1000:2000</source_port>
+        <destination_net>(self)</destination_net><destination_port>22</destination_port>
+        <log>1</log><description>mvc one</description></rule>
+      <rule uuid="b"><enabled>1</enabled><action>block</action><interface>wan</interface>
+        <ipprotocol>inet46</ipprotocol><protocol>udp</protocol>
+        <source_net>10.0.0.0/8,fd00::/8</source_net><destination_net>wanip</destination_net>
+        <destination_port>53</destination_port><description>mvc two</description></rule>
+      <rule uuid="c"><enabled>0</enabled><action>pass</action><interface>opt9</interface></rule>
+    </rules></Filter></Firewall></OPNsense>
+  </opnsense>"#;
+    let xml = example("carp-master.xml").replace("</opnsense>", mvc);
+    let f = convert::filter(&parse(&xml)).unwrap().text;
+    // Rule 5 in the list (after the 4 legacy rules): non-quick, so it is after the quick ones.
+    for want in [
+        "iifname { \"em0\", \"em2\" } meta nfproto ipv4 ip saddr != 192.168.1.0/24 tcp sport 1000-2000 fib daddr type local tcp dport 22 log prefix \"tandem rule 5: \" reject with tcp reset comment \"OPNsense/Firewall/Filter/rules/rule[1] mvc one\"",
+        "oifname { \"em0\", \"em2\" } meta nfproto ipv4 ip saddr != 192.168.1.0/24 tcp sport 1000-2000 fib daddr type local tcp dport 22 log prefix \"tandem rule 5: \" reject with tcp reset comment \"OPNsense/Firewall/Filter/rules/rule[1] mvc one\"",
+        "iifname \"em1\" meta nfproto ipv4 ip saddr 10.0.0.0/8 ip daddr { 172.18.0.101, 172.18.0.100 } udp dport 53 drop comment \"OPNsense/Firewall/Filter/rules/rule[2] mvc two\"",
+    ] {
+        assert!(f.contains(want), "missing {want}\n{f}");
+    }
+    // wan has no static IPv6: the v6 half of rule b matches nothing.
+    assert!(f.contains("# OPNsense/Firewall/Filter/rules/rule[2]: no ipv6 address known"));
+    assert!(!f.contains("rules/rule[3]"));
+}
