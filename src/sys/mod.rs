@@ -3,3 +3,5 @@ pub mod announce;
 pub mod atomic;
 pub mod netlink;
 pub mod rawip;
+pub mod nft;
+pub mod sysctl;
