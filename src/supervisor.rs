@@ -23,10 +23,10 @@ use crate::actor::carp::{
 };
 use crate::actor::control::Control;
 use crate::actor::hooks::Hooks;
-use crate::actor::nft::{self as nftactor, ApplyRulesetMsg, Kind, NftActor};
 use crate::actor::iface::{
     ApplyIfaceMsg, IfaceStatus, IfaceStatusMsg, Interface, LinkEventMsg, LinkRemovedMsg,
 };
+use crate::actor::nft::{self as nftactor, ApplyRulesetMsg, Kind, NftActor};
 use crate::actor::store::{
     CommitError, CommitMsg, Committed, ConfigStore, GetConfigMsg, SetMaintenanceMsg,
 };
@@ -195,10 +195,11 @@ impl Supervisor {
         &self,
         config: Arc<Config>,
     ) -> impl std::future::Future<Output = Vec<(Kind, Result<bool, String>)>> + use<> {
-        let actors: Vec<(Kind, Addr<NftActor>)> = [(Kind::Filter, &self.filter), (Kind::Nat, &self.nat)]
-            .into_iter()
-            .filter_map(|(k, c)| c.as_ref().map(|c| (k, c.addr.clone())))
-            .collect();
+        let actors: Vec<(Kind, Addr<NftActor>)> =
+            [(Kind::Filter, &self.filter), (Kind::Nat, &self.nat)]
+                .into_iter()
+                .filter_map(|(k, c)| c.as_ref().map(|c| (k, c.addr.clone())))
+                .collect();
         async move {
             let mut out = Vec::new();
             for (k, a) in actors {
@@ -417,7 +418,10 @@ impl Actor for Supervisor {
             Err(e) => tracing::error!("cannot enable forwarding: {e}"),
         }
         self.apply_interfaces(&cfg);
-        self.filter = Some(Child::new("filter".into(), NftActor::new(Kind::Filter).start()));
+        self.filter = Some(Child::new(
+            "filter".into(),
+            NftActor::new(Kind::Filter).start(),
+        ));
         self.nat = Some(Child::new("nat".into(), NftActor::new(Kind::Nat).start()));
         actix_rt::spawn(self.apply_rulesets(cfg.clone()));
         if self.sync_maintenance(&cfg) {
@@ -614,7 +618,12 @@ impl Handler<SystemStatusMsg> for Supervisor {
             vec![json!({"name": "config-store", "running": self.store.connected(), "restarts": 0})];
         actors.extend(self.interfaces.values().map(|(_, c)| c.status()));
         actors.extend(self.carps.values().map(|(_, c)| c.status()));
-        actors.extend([&self.filter, &self.nat].into_iter().flatten().map(|c| c.status()));
+        actors.extend(
+            [&self.filter, &self.nat]
+                .into_iter()
+                .flatten()
+                .map(|c| c.status()),
+        );
         MessageResult(json!({
             "version": crate::VERSION,
             "hostname": self.config.system.hostname,

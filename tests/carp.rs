@@ -4,84 +4,14 @@
 
 mod common;
 
-use std::path::PathBuf;
+use common::labutil::*;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use tandem::lab::{Lab, LabGuard, LabOptions, Node};
-
-fn prefix(tag: &str) -> String {
-    // a-z0-9, starting with a letter, at most 12 chars.
-    format!("c{}{tag}", std::process::id() % 100_000)
-}
-
-fn lab(tag: &str, opts: LabOptions) -> LabGuard {
-    LabGuard(Lab::up(&prefix(tag), opts).expect("lab up"))
-}
-
-fn default_opts() -> LabOptions {
-    LabOptions {
-        tandem: PathBuf::from(common::TANDEM),
-        master_config: common::repo_file("etc/examples/carp-master.xml"),
-        backup_config: common::repo_file("etc/examples/carp-backup.xml"),
-        ..LabOptions::default()
-    }
-}
-
-/// vhid -> state for one node.
-fn states(l: &Lab, fw: Node) -> Vec<(u64, String)> {
-    let Ok(v) = l.ctl(fw, "carp.status", json!({})) else {
-        return Vec::new();
-    };
-    let mut out: Vec<(u64, String)> = v["vhids"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| {
-                    (
-                        x["vhid"].as_u64().unwrap_or(0),
-                        x["state"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
-fn all_in(l: &Lab, fw: Node, state: &str, n: usize) -> bool {
-    let s = states(l, fw);
-    s.len() == n && s.iter().all(|(_, st)| st == state)
-}
-
-/// Wait until `fw` has `n` VHIDs all in `state`; returns the time it took.
-fn wait_all(l: &Lab, fw: Node, state: &str, n: usize, limit: Duration) -> Duration {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if all_in(l, fw, state, n) {
-            return t.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "{fw}: not all {n} VHIDs {state} after {limit:?}: {:?}\n{}",
-        states(l, fw),
-        l.log_tail(fw, 30)
-    );
-}
-
-fn settled_pair(l: &Lab) {
-    wait_all(l, Node::Fw1, "MASTER", 2, Duration::from_secs(15));
-    wait_all(l, Node::Fw2, "BACKUP", 2, Duration::from_secs(5));
-}
-
-fn addrs(l: &Lab, fw: Node, dev: &str) -> String {
-    l.run(fw, &["ip", "-o", "addr", "show", "dev", dev])
-        .unwrap_or_default()
-}
+use tandem::lab::{Lab, LabOptions, Node};
 
 /// CARP's bound for the backup (advbase 1, advskew 100): 3·1 + 100/256 s, plus 0.5 s of slack.
 const BACKUP_BOUND: Duration = Duration::from_millis(3000 + 391 + 500);
@@ -408,17 +338,6 @@ fn ucarp(l: &Lab, skew: u8) -> Child {
 
 fn fw2_has_vip(l: &Lab) -> bool {
     addrs(l, Node::Fw2, "em0").contains("192.168.1.1/24")
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return t.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what}: not after {limit:?}");
 }
 
 #[test]

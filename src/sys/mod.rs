@@ -2,6 +2,6 @@
 pub mod announce;
 pub mod atomic;
 pub mod netlink;
-pub mod rawip;
 pub mod nft;
+pub mod rawip;
 pub mod sysctl;

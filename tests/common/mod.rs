@@ -2,6 +2,8 @@
 //! Everything is torn down on drop, also when the test panics.
 #![allow(dead_code)]
 
+pub mod labutil;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -116,7 +116,9 @@ async fn call(
                 .send(crate::supervisor::RulesetMsg(kind))
                 .await
                 .map_err(mailbox)?
-                .ok_or_else(|| RpcError::new(rpc::UNAVAILABLE, "the ruleset actor is not running"))?;
+                .ok_or_else(|| {
+                    RpcError::new(rpc::UNAVAILABLE, "the ruleset actor is not running")
+                })?;
             Ok(json!(st))
         }
         "config.get" => {
