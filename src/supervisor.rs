@@ -858,3 +858,27 @@ impl Handler<RulesetMsg> for Supervisor {
         })
     }
 }
+
+/// Add, change or remove a named demotion reason (pfsync bulk, service checks, plugins).
+/// `value: None` removes it; `timeout` bounds an automatic reason's life.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "u32")]
+pub struct SetDemotionMsg {
+    pub name: String,
+    pub value: Option<u32>,
+    pub timeout: Option<Duration>,
+}
+
+impl Handler<SetDemotionMsg> for Supervisor {
+    type Result = u32;
+    fn handle(&mut self, m: SetDemotionMsg, _: &mut Context<Self>) -> u32 {
+        let changed = match m.value {
+            Some(v) => self.demotion.set(&m.name, v, clock::now(), m.timeout),
+            None => self.demotion.clear(&m.name),
+        };
+        if changed {
+            self.demotion_changed();
+        }
+        self.demotion.total()
+    }
+}
