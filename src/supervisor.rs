@@ -18,16 +18,23 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::actor::StopMsg;
-use crate::actor::carp::{Carp, CarpDemotionMsg, CarpLinkMsg, CarpReconfigMsg, CarpSpec, CarpStatus, CarpStatusMsg};
+use crate::actor::carp::{
+    Carp, CarpDemotionMsg, CarpLinkMsg, CarpReconfigMsg, CarpSpec, CarpStatus, CarpStatusMsg,
+};
 use crate::actor::control::Control;
 use crate::actor::hooks::Hooks;
-use crate::proto::demotion::{self, Demotion};
-use crate::actor::iface::{ApplyIfaceMsg, IfaceStatus, IfaceStatusMsg, Interface, LinkEventMsg, LinkRemovedMsg};
-use crate::actor::store::{CommitError, CommitMsg, Committed, ConfigStore, GetConfigMsg, SetMaintenanceMsg};
+use crate::actor::iface::{
+    ApplyIfaceMsg, IfaceStatus, IfaceStatusMsg, Interface, LinkEventMsg, LinkRemovedMsg,
+};
+use crate::actor::nft::{self as nftactor, ApplyRulesetMsg, Kind, NftActor};
+use crate::actor::store::{
+    CommitError, CommitMsg, Committed, ConfigStore, GetConfigMsg, SetMaintenanceMsg,
+};
 use crate::boot::overlay::OverlayKind;
 use crate::bus::{Bus, BusMsg};
-use crate::config::{Config, Interface as IfaceCfg};
 use crate::clock;
+use crate::config::{Config, Interface as IfaceCfg};
+use crate::proto::demotion::{self, Demotion};
 use crate::sys::netlink::{self, LinkEvent};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -102,6 +109,8 @@ pub struct Supervisor {
     carps: BTreeMap<String, (CarpSpec, Child<Carp>)>,
     demotion: Demotion,
     hooks: Hooks,
+    filter: Option<Child<NftActor>>,
+    nat: Option<Child<NftActor>>,
     /// Link state of devices as last published.
     links: BTreeMap<String, bool>,
     control: Option<Addr<Control>>,
@@ -128,6 +137,8 @@ impl Supervisor {
             interfaces: BTreeMap::new(),
             carps: BTreeMap::new(),
             demotion: Demotion::new(),
+            filter: None,
+            nat: None,
             hooks: Hooks::start(boot.lower_or_merged.join("usr/local/etc/rc.syshook.d/carp")),
             links: BTreeMap::new(),
             control: None,
@@ -176,6 +187,29 @@ impl Supervisor {
                 Some(_) => {}
                 None => self.start_interface(cfg),
             }
+        }
+    }
+
+    /// Render and load both rulesets from `config`; each actor loads only if its text changed.
+    fn apply_rulesets(
+        &self,
+        config: Arc<Config>,
+    ) -> impl std::future::Future<Output = Vec<(Kind, Result<bool, String>)>> + use<> {
+        let actors: Vec<(Kind, Addr<NftActor>)> =
+            [(Kind::Filter, &self.filter), (Kind::Nat, &self.nat)]
+                .into_iter()
+                .filter_map(|(k, c)| c.as_ref().map(|c| (k, c.addr.clone())))
+                .collect();
+        async move {
+            let mut out = Vec::new();
+            for (k, a) in actors {
+                let r = match a.send(ApplyRulesetMsg(config.clone())).await {
+                    Ok(r) => r,
+                    Err(e) => Err(format!("{k:?} actor: {e}")),
+                };
+                out.push((k, r));
+            }
+            out
         }
     }
 
@@ -232,9 +266,12 @@ impl Supervisor {
         }
         for d in carp_devs {
             if self.links.get(&d) == Some(&false) {
-                changed |= self
-                    .demotion
-                    .set(&format!("link:{d}"), demotion::LINK_DOWN, clock::now(), None);
+                changed |= self.demotion.set(
+                    &format!("link:{d}"),
+                    demotion::LINK_DOWN,
+                    clock::now(),
+                    None,
+                );
             }
         }
         changed |= self.sync_maintenance(config);
@@ -305,6 +342,17 @@ impl Supervisor {
             let (c, n, b) = (cfg.clone(), nl.clone(), bus.clone());
             child.check(now, &bus, move || Interface::new(c, n, b).start());
         }
+        let mut restarted_nft = false;
+        for (kind, slot) in [(Kind::Filter, &mut self.filter), (Kind::Nat, &mut self.nat)] {
+            if let Some(child) = slot.as_mut() {
+                let was = child.restarts;
+                child.check(now, &bus, move || NftActor::new(kind).start());
+                restarted_nft |= child.restarts != was;
+            }
+        }
+        if restarted_nft {
+            actix_rt::spawn(self.apply_rulesets(self.config.clone()));
+        }
         let (hooks, total) = (self.hooks.clone(), self.demotion.total());
         for (spec, child) in self.carps.values_mut() {
             let (s, n, b, h) = (spec.clone(), nl.clone(), bus.clone(), hooks.clone());
@@ -321,7 +369,9 @@ impl Supervisor {
                     }
                 }
             }
-            LinkEvent::Removed { name: Some(name), .. } => {
+            LinkEvent::Removed {
+                name: Some(name), ..
+            } => {
                 for (cfg, child) in self.interfaces.values() {
                     if cfg.device == name {
                         child.addr.do_send(LinkRemovedMsg);
@@ -362,7 +412,18 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.add_stream(bus_stream(self.bus.subscribe()));
         let cfg = self.config.clone();
+        let v6 = cfg.interfaces.iter().any(|i| i.enabled && i.ipv6.is_some());
+        match crate::sys::sysctl::enable_forwarding(v6) {
+            Ok(()) => tracing::info!(ipv6 = v6, "forwarding enabled"),
+            Err(e) => tracing::error!("cannot enable forwarding: {e}"),
+        }
         self.apply_interfaces(&cfg);
+        self.filter = Some(Child::new(
+            "filter".into(),
+            NftActor::new(Kind::Filter).start(),
+        ));
+        self.nat = Some(Child::new("nat".into(), NftActor::new(Kind::Nat).start()));
+        actix_rt::spawn(self.apply_rulesets(cfg.clone()));
         if self.sync_maintenance(&cfg) {
             tracing::info!("persistent CARP maintenance mode is on: demoted by 240");
         }
@@ -444,6 +505,10 @@ pub struct ApplyOutcome {
     pub revision: i64,
     pub sections: Vec<String>,
     pub warnings: Vec<crate::config::Finding>,
+    /// Tables reloaded because their rendered ruleset changed.
+    pub reloaded: Vec<String>,
+    /// Failures applying the new config (the config is written; what failed keeps its old state).
+    pub errors: Vec<String>,
 }
 
 fn outcome(c: &Committed) -> ApplyOutcome {
@@ -451,6 +516,8 @@ fn outcome(c: &Committed) -> ApplyOutcome {
         revision: c.revision,
         sections: c.sections.clone(),
         warnings: c.config.validate(),
+        reloaded: Vec::new(),
+        errors: Vec::new(),
     }
 }
 
@@ -460,6 +527,16 @@ impl Handler<ApplyConfigMsg> for Supervisor {
         let store = self.store.clone();
         Box::pin(
             async move {
+                // Rules that cannot be rendered, or that nft would refuse, reject the whole
+                // config before anything is written.
+                if let Ok(cand) = Config::parse(&m.xml)
+                    && cand.errors().is_empty()
+                {
+                    let checked = tokio::task::spawn_blocking(move || nftactor::precheck(&cand))
+                        .await
+                        .map_err(|e| CommitError::Io(format!("ruleset check: {e}")))?;
+                    checked.map_err(CommitError::Invalid)?;
+                }
                 store
                     .send(CommitMsg {
                         xml: m.xml,
@@ -472,7 +549,28 @@ impl Handler<ApplyConfigMsg> for Supervisor {
             .map(|res, act, _| {
                 let c = res?;
                 act.route(&c);
-                Ok(outcome(&c))
+                Ok(c)
+            })
+            .then(|res: Result<Committed, CommitError>, act, _| {
+                let loads = res
+                    .as_ref()
+                    .ok()
+                    .map(|c| act.apply_rulesets(c.config.clone()));
+                async move {
+                    let c = res?;
+                    let mut out = outcome(&c);
+                    if let Some(loads) = loads {
+                        for (kind, r) in loads.await {
+                            match r {
+                                Ok(true) => out.reloaded.push(format!("{kind:?}").to_lowercase()),
+                                Ok(false) => {}
+                                Err(e) => out.errors.push(e),
+                            }
+                        }
+                    }
+                    Ok(out)
+                }
+                .into_actor(act)
             }),
         )
     }
@@ -516,8 +614,16 @@ pub struct SystemStatusMsg;
 impl Handler<SystemStatusMsg> for Supervisor {
     type Result = MessageResult<SystemStatusMsg>;
     fn handle(&mut self, _: SystemStatusMsg, _: &mut Context<Self>) -> Self::Result {
-        let mut actors = vec![json!({"name": "config-store", "running": self.store.connected(), "restarts": 0})];
+        let mut actors =
+            vec![json!({"name": "config-store", "running": self.store.connected(), "restarts": 0})];
         actors.extend(self.interfaces.values().map(|(_, c)| c.status()));
+        actors.extend(self.carps.values().map(|(_, c)| c.status()));
+        actors.extend(
+            [&self.filter, &self.nat]
+                .into_iter()
+                .flatten()
+                .map(|c| c.status()),
+        );
         MessageResult(json!({
             "version": crate::VERSION,
             "hostname": self.config.system.hostname,
@@ -544,8 +650,11 @@ pub struct InterfacesListMsg;
 impl Handler<InterfacesListMsg> for Supervisor {
     type Result = ResponseFuture<Vec<IfaceStatus>>;
     fn handle(&mut self, _: InterfacesListMsg, _: &mut Context<Self>) -> Self::Result {
-        let addrs: Vec<Addr<Interface>> =
-            self.interfaces.values().map(|(_, c)| c.addr.clone()).collect();
+        let addrs: Vec<Addr<Interface>> = self
+            .interfaces
+            .values()
+            .map(|(_, c)| c.addr.clone())
+            .collect();
         Box::pin(async move {
             let mut out = Vec::new();
             for a in addrs {
@@ -592,6 +701,11 @@ impl Handler<ShutdownMsg> for Supervisor {
         let store = self.store.clone();
         let control = self.control.take();
         let carps: Vec<Addr<Carp>> = self.carps.values().map(|(_, c)| c.addr.clone()).collect();
+        let tables: Vec<Addr<NftActor>> = [&self.filter, &self.nat]
+            .into_iter()
+            .flatten()
+            .map(|c| c.addr.clone())
+            .collect();
         Box::pin(
             async move {
                 // The control socket goes first: no new requests while the rest stops.
@@ -599,10 +713,13 @@ impl Handler<ShutdownMsg> for Supervisor {
                     let _ = tokio::time::timeout(Duration::from_millis(500), c.send(StopMsg)).await;
                 }
                 // CARP next: each VHID bows out (the peer takes over at once) and drops its VIPs.
-                let bows = carps.iter().map(|a| {
-                    tokio::time::timeout(Duration::from_millis(800), a.send(StopMsg))
-                });
+                let bows = carps
+                    .iter()
+                    .map(|a| tokio::time::timeout(Duration::from_millis(800), a.send(StopMsg)));
                 futures::future::join_all(bows).await;
+                for a in tables {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), a.send(StopMsg)).await;
+                }
                 for a in ifaces {
                     let _ = tokio::time::timeout(Duration::from_millis(500), a.send(StopMsg)).await;
                 }
@@ -717,5 +834,51 @@ impl Handler<CarpStatusAllMsg> for Supervisor {
             v["vhids"] = json!(vhids);
             v
         })
+    }
+}
+
+/// `filter.ruleset` / `nat.ruleset`.
+#[derive(Message)]
+#[rtype(result = "Option<nftactor::RulesetStatus>")]
+pub struct RulesetMsg(pub Kind);
+
+impl Handler<RulesetMsg> for Supervisor {
+    type Result = ResponseFuture<Option<nftactor::RulesetStatus>>;
+    fn handle(&mut self, m: RulesetMsg, _: &mut Context<Self>) -> Self::Result {
+        let addr = match m.0 {
+            Kind::Filter => self.filter.as_ref(),
+            Kind::Nat => self.nat.as_ref(),
+        }
+        .map(|c| c.addr.clone());
+        Box::pin(async move {
+            match addr {
+                Some(a) => a.send(nftactor::RulesetStatusMsg).await.ok(),
+                None => None,
+            }
+        })
+    }
+}
+
+/// Add, change or remove a named demotion reason (pfsync bulk, service checks, plugins).
+/// `value: None` removes it; `timeout` bounds an automatic reason's life.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "u32")]
+pub struct SetDemotionMsg {
+    pub name: String,
+    pub value: Option<u32>,
+    pub timeout: Option<Duration>,
+}
+
+impl Handler<SetDemotionMsg> for Supervisor {
+    type Result = u32;
+    fn handle(&mut self, m: SetDemotionMsg, _: &mut Context<Self>) -> u32 {
+        let changed = match m.value {
+            Some(v) => self.demotion.set(&m.name, v, clock::now(), m.timeout),
+            None => self.demotion.clear(&m.name),
+        };
+        if changed {
+            self.demotion_changed();
+        }
+        self.demotion.total()
     }
 }

@@ -26,13 +26,19 @@ fn boot_master_example_then_sigterm() {
     ];
     // Addresses are applied right after start; give the actors a moment.
     let t = std::time::Instant::now();
-    while want.iter().any(|(dev, a)| !ns.addrs(dev).contains(&a.to_string()))
+    while want
+        .iter()
+        .any(|(dev, a)| !ns.addrs(dev).contains(&a.to_string()))
         && t.elapsed() < Duration::from_secs(5)
     {
         std::thread::sleep(Duration::from_millis(50));
     }
     for (dev, a) in want {
-        assert!(ns.addrs(dev).contains(&a.to_string()), "{dev} lacks {a}: {:?}", ns.addrs(dev));
+        assert!(
+            ns.addrs(dev).contains(&a.to_string()),
+            "{dev} lacks {a}: {:?}",
+            ns.addrs(dev)
+        );
         assert!(ns.link_up(dev), "{dev} is not up");
     }
     let st = d.call("system.status", json!({}));
@@ -58,7 +64,10 @@ fn edit_and_apply(d: &Daemon, from: &str, to: &str) -> Result<Value, tandem::ctl
     let xml = cur["xml"].as_str().unwrap();
     assert!(xml.contains(from), "config has no {from:?}");
     let new = xml.replacen(from, to, 1);
-    d.try_call("config.apply", json!({"xml": new, "description": "test edit"}))
+    d.try_call(
+        "config.apply",
+        json!({"xml": new, "description": "test edit"}),
+    )
 }
 
 #[test]
@@ -66,41 +75,72 @@ fn config_apply_changes_the_running_node_and_invalid_changes_nothing() {
     let ns = Netns::new("a", &["em0", "em1", "em2"]);
     let tmp = TempDir::new("as");
     let d = Daemon::start(&ns, &tmp.0.join("state"), Some(&master()));
-    let r = edit_and_apply(&d, "<ipaddr>192.168.1.10</ipaddr>", "<ipaddr>192.168.1.11</ipaddr>")
-        .expect("apply");
+    let r = edit_and_apply(
+        &d,
+        "<ipaddr>192.168.1.10</ipaddr>",
+        "<ipaddr>192.168.1.11</ipaddr>",
+    )
+    .expect("apply");
     assert_eq!(r["revision"], 2);
     assert_eq!(r["sections"], json!(["interfaces"]));
     let t = std::time::Instant::now();
-    while !ns.addrs("em0").contains(&"192.168.1.11/24".to_string()) && t.elapsed() < Duration::from_secs(5) {
+    while !ns.addrs("em0").contains(&"192.168.1.11/24".to_string())
+        && t.elapsed() < Duration::from_secs(5)
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     let addrs = ns.addrs("em0");
     assert!(addrs.contains(&"192.168.1.11/24".to_string()), "{addrs:?}");
-    assert!(!addrs.contains(&"192.168.1.10/24".to_string()), "old address kept: {addrs:?}");
+    assert!(
+        !addrs.contains(&"192.168.1.10/24".to_string()),
+        "old address kept: {addrs:?}"
+    );
     let h = d.call("config.history", json!({}));
     let h = h.as_array().unwrap();
     assert_eq!(h.len(), 2);
     assert_eq!(h[0]["description"], "test edit");
 
-    // Invalid: a second CARP VIP with vhid 3 on lan. Refused with findings, nothing changes.
+    // Invalid: vhid out of range. Refused with findings, nothing changes.
     let before = d.call("config.get", json!({}));
-    let err = edit_and_apply(&d, "<vhid>1</vhid>", "<vhid>3</vhid>").unwrap_err();
+    let err = edit_and_apply(&d, "<vhid>1</vhid>", "<vhid>300</vhid>").unwrap_err();
     match err {
-        tandem::ctl::CtlError::Rpc { code, message, data } => {
+        tandem::ctl::CtlError::Rpc {
+            code,
+            message,
+            data,
+        } => {
             assert_eq!(code, -32001, "{message}");
-            assert!(data.unwrap()["findings"].as_array().is_some_and(|f| !f.is_empty()));
+            assert!(
+                data.unwrap()["findings"]
+                    .as_array()
+                    .is_some_and(|f| !f.is_empty())
+            );
         }
         e => panic!("unexpected {e}"),
     }
     // Not even XML.
-    let err = d.try_call("config.apply", json!({"xml": "<opnsense><broken>"})).unwrap_err();
-    assert!(matches!(err, tandem::ctl::CtlError::Rpc { code: -32001, .. }), "{err}");
+    let err = d
+        .try_call("config.apply", json!({"xml": "<opnsense><broken>"}))
+        .unwrap_err();
+    assert!(
+        matches!(err, tandem::ctl::CtlError::Rpc { code: -32001, .. }),
+        "{err}"
+    );
     let err = d.try_call("config.apply", json!({})).unwrap_err();
-    assert!(matches!(err, tandem::ctl::CtlError::Rpc { code: -32602, .. }), "{err}");
+    assert!(
+        matches!(err, tandem::ctl::CtlError::Rpc { code: -32602, .. }),
+        "{err}"
+    );
     let after = d.call("config.get", json!({}));
     assert_eq!(before["xml"], after["xml"]);
     assert_eq!(after["revision"], 2);
-    assert_eq!(d.call("config.history", json!({})).as_array().unwrap().len(), 2);
+    assert_eq!(
+        d.call("config.history", json!({}))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     assert!(ns.addrs("em0").contains(&"192.168.1.11/24".to_string()));
 }
 
@@ -115,13 +155,22 @@ fn sigkill_during_config_apply_never_leaves_a_broken_config() {
         let mut d = Daemon::start(&ns, &state, Some(&master()));
         // Alternate between two valid configs so every apply is a real write.
         let xml = if i % 2 == 0 {
-            base.replacen("<hostname>OPNsense</hostname>", &format!("<hostname>fw{i}</hostname>"), 1)
+            base.replacen(
+                "<hostname>OPNsense</hostname>",
+                &format!("<hostname>fw{i}</hostname>"),
+                1,
+            )
         } else {
             base.clone()
         };
         let sock = d.socket.clone();
         let caller = std::thread::spawn(move || {
-            tandem::ctl::call(&sock, "config.apply", json!({"xml": xml}), Duration::from_secs(5))
+            tandem::ctl::call(
+                &sock,
+                "config.apply",
+                json!({"xml": xml}),
+                Duration::from_secs(5),
+            )
         });
         std::thread::sleep(Duration::from_micros(u64::from(i % 10) * 700));
         let (st, _) = d.stop(9);
@@ -158,15 +207,28 @@ fn control_socket_answers_abuse_cleanly() {
 
     let v = line_call(&mut s, &mut r, b"{this is not json");
     assert_eq!(v["error"]["code"], -32700);
-    let v = line_call(&mut s, &mut r, br#"{"jsonrpc":"2.0","id":2,"method":"no.such"}"#);
+    let v = line_call(
+        &mut s,
+        &mut r,
+        br#"{"jsonrpc":"2.0","id":2,"method":"no.such"}"#,
+    );
     assert_eq!(v["error"]["code"], -32601);
     assert_eq!(v["id"], 2);
     let mut big = vec![b'x'; 2 << 20];
-    big.splice(0..0, br#"{"jsonrpc":"2.0","id":3,"method":"system.status","params":{"pad":""#.iter().copied());
+    big.splice(
+        0..0,
+        br#"{"jsonrpc":"2.0","id":3,"method":"system.status","params":{"pad":""#
+            .iter()
+            .copied(),
+    );
     let v = line_call(&mut s, &mut r, &big);
     assert_eq!(v["error"]["code"], -32600, "{v}");
     // The same connection still works.
-    let v = line_call(&mut s, &mut r, br#"{"jsonrpc":"2.0","id":4,"method":"system.status"}"#);
+    let v = line_call(
+        &mut s,
+        &mut r,
+        br#"{"jsonrpc":"2.0","id":4,"method":"system.status"}"#,
+    );
     assert_eq!(v["id"], 4);
     assert!(v["result"]["version"].is_string());
     // Socket permissions.

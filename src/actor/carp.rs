@@ -154,7 +154,13 @@ struct Opened {
 }
 
 impl Carp {
-    pub fn new(spec: CarpSpec, nl: rtnetlink::Handle, bus: Bus, hooks: Hooks, demotion: u32) -> Carp {
+    pub fn new(
+        spec: CarpSpec,
+        nl: rtnetlink::Handle,
+        bus: Bus,
+        hooks: Hooks,
+        demotion: u32,
+    ) -> Carp {
         let seed = rand::random::<u64>();
         let mut machine = Machine::new(spec.vhid_config(seed), clock::now());
         let _ = machine.handle(clock::now(), Input::Demotion(demotion));
@@ -275,8 +281,12 @@ impl Carp {
                     netlink::del_address(&nl, ifindex, ip, p).await
                 };
                 match r {
-                    Ok(()) => tracing::info!(vhid, device = %dev, "{} {ip}/{p}", if install { "installed" } else { "removed" }),
-                    Err(e) => tracing::warn!(vhid, device = %dev, "{} {ip}/{p} failed: {e}", if install { "installing" } else { "removing" }),
+                    Ok(()) => {
+                        tracing::info!(vhid, device = %dev, "{} {ip}/{p}", if install { "installed" } else { "removed" })
+                    }
+                    Err(e) => {
+                        tracing::warn!(vhid, device = %dev, "{} {ip}/{p} failed: {e}", if install { "installing" } else { "removing" })
+                    }
                 }
             }
         });
@@ -306,7 +316,11 @@ impl Carp {
                 .ok_or_else(|| format!("device {} does not exist", spec.device))?;
             let proto = i32::from(wcarp::PROTOCOL);
             let sock4 = if spec.has_v4() {
-                let group = if spec.peer.is_none() { Some(wcarp::MCAST_V4) } else { None };
+                let group = if spec.peer.is_none() {
+                    Some(wcarp::MCAST_V4)
+                } else {
+                    None
+                };
                 Some(
                     RawIp::open_v4(proto, &spec.device, link.index, group)
                         .map_err(|e| format!("IPv4 CARP socket on {}: {e}", spec.device))?,
@@ -315,7 +329,11 @@ impl Carp {
                 None
             };
             let sock6 = if spec.has_v6() {
-                let group = if spec.peer6.is_none() { Some(wcarp::MCAST_V6) } else { None };
+                let group = if spec.peer6.is_none() {
+                    Some(wcarp::MCAST_V6)
+                } else {
+                    None
+                };
                 Some(
                     RawIp::open_v6(proto, &spec.device, link.index, group)
                         .map_err(|e| format!("IPv6 CARP socket on {}: {e}", spec.device))?,
@@ -427,7 +445,9 @@ impl Carp {
             advbase: self.spec.advbase,
             advskew: self.spec.advskew,
             advertised_skew: self.machine.advertised_skew(),
-            since_s: now.saturating_duration_since(self.machine.since()).as_secs_f64(),
+            since_s: now
+                .saturating_duration_since(self.machine.since())
+                .as_secs_f64(),
             link_up: self.link_up,
             vips_installed: self.vips_installed,
             peer: self

@@ -82,7 +82,9 @@ async fn run_all(dir: &Path, ev: &HookEvent) {
                 ">>> Error in carp script"
             ),
             Ok(Err(e)) => tracing::warn!(script = %name, "carp hook could not start: {e}"),
-            Err(_) => tracing::warn!(script = %name, timeout_s = HOOK_TIMEOUT.as_secs(), "carp hook timed out and was killed"),
+            Err(_) => {
+                tracing::warn!(script = %name, timeout_s = HOOK_TIMEOUT.as_secs(), "carp hook timed out and was killed")
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod carp;
 pub mod control;
 pub mod hooks;
 pub mod iface;
+pub mod nft;
 pub mod store;
 
 /// Ask an actor to stop (used by the supervisor at shutdown and when a section is removed).

@@ -114,9 +114,8 @@ impl ConfigStore {
             tracing::info!("{what}");
             (bytes, Some(what.to_string()))
         };
-        let config = Config::parse(&bytes).map_err(|e| {
-            anyhow::anyhow!("{} does not parse: {e}", read.display())
-        })?;
+        let config = Config::parse(&bytes)
+            .map_err(|e| anyhow::anyhow!("{} does not parse: {e}", read.display()))?;
         let findings = config.validate();
         let sha = sha256_hex(&bytes);
         let last: Option<(i64, String)> = db
@@ -265,7 +264,8 @@ impl Handler<HistoryMsg> for ConfigStore {
                 })
             })
             .map_err(|e| e.to_string())?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -59,10 +59,15 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
         .socket
         .clone()
         .unwrap_or_else(|| state.join("tandem.sock"));
-    let (layers, why_not) = overlay::setup(&lower, &state).context("setting up the rootfs overlay")?;
+    let (layers, why_not) =
+        overlay::setup(&lower, &state).context("setting up the rootfs overlay")?;
     match &why_not {
-        None => tracing::info!(lower = %lower.display(), upper = %layers.upper.display(), "rootfs: overlayfs mounted in a private mount namespace"),
-        Some(why) => tracing::info!(lower = %lower.display(), upper = %layers.upper.display(), "rootfs: overlayfs not available ({why}); using in-process lookup (upper, then lower)"),
+        None => {
+            tracing::info!(lower = %lower.display(), upper = %layers.upper.display(), "rootfs: overlayfs mounted in a private mount namespace")
+        }
+        Some(why) => {
+            tracing::info!(lower = %lower.display(), upper = %layers.upper.display(), "rootfs: overlayfs not available ({why}); using in-process lookup (upper, then lower)")
+        }
     }
     let (store, findings) = ConfigStore::open(layers.clone(), state.clone(), seed)?;
     for f in &findings {
@@ -95,9 +100,10 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
         sup.do_send(AdoptControlMsg(control));
         actix_rt::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) =
-                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-            else {
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
                 tracing::error!("cannot install signal handlers");
                 return;
             };

@@ -40,7 +40,11 @@ impl Layers {
             return m.join(rel);
         }
         let up = self.upper.join(rel);
-        if up.exists() { up } else { self.lower.join(rel) }
+        if up.exists() {
+            up
+        } else {
+            self.lower.join(rel)
+        }
     }
 
     /// Where to write `rel`.
@@ -80,10 +84,12 @@ fn extract_dir(d: &Dir<'_>, base: &Path) -> std::io::Result<()> {
             .path()
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        let exec = !hidden && f.path().components().any(|c| {
-            let s = c.as_os_str().to_string_lossy();
-            s.starts_with("rc.") && s.ends_with(".d")
-        }) || f.contents().starts_with(b"#!");
+        let exec = !hidden
+            && f.path().components().any(|c| {
+                let s = c.as_os_str().to_string_lossy();
+                s.starts_with("rc.") && s.ends_with(".d")
+            })
+            || f.contents().starts_with(b"#!");
         let mode = if exec { 0o755 } else { 0o644 };
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
     }
@@ -178,8 +184,14 @@ mod tests {
             merged: None,
             kind: OverlayKind::InProcess,
         };
-        assert_eq!(std::fs::read_to_string(l.read_path("/conf/a")).unwrap(), "lower");
-        assert_eq!(std::fs::read_to_string(l.read_path("conf/b")).unwrap(), "upper");
+        assert_eq!(
+            std::fs::read_to_string(l.read_path("/conf/a")).unwrap(),
+            "lower"
+        );
+        assert_eq!(
+            std::fs::read_to_string(l.read_path("conf/b")).unwrap(),
+            "upper"
+        );
         assert_eq!(l.write_path("conf/a"), upper.join("conf/a"));
         assert!(!l.exists("conf/c"));
         std::fs::remove_dir_all(&d).unwrap();

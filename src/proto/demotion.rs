@@ -130,7 +130,10 @@ mod tests {
         assert!(d.set("link:em0", LINK_DOWN, t(0), None));
         assert!(d.set("maintenance", MAINTENANCE, t(10), None));
         assert_eq!(d.total(), 480);
-        assert!(!d.set("maintenance", MAINTENANCE, t(20), None), "same value: no change");
+        assert!(
+            !d.set("maintenance", MAINTENANCE, t(20), None),
+            "same value: no change"
+        );
         assert_eq!(d.view(t(1000))[1].age_s, 0.99, "start time kept");
         assert!(d.clear("link:em0"));
         assert!(!d.clear("link:em0"));
@@ -140,7 +143,12 @@ mod tests {
     #[test]
     fn automatic_reasons_expire() {
         let mut d = Demotion::new();
-        d.set("pfsync-bulk", PFSYNC_BULK, t(0), Some(Duration::from_secs(10)));
+        d.set(
+            "pfsync-bulk",
+            PFSYNC_BULK,
+            t(0),
+            Some(Duration::from_secs(10)),
+        );
         d.set("maintenance", MAINTENANCE, t(0), None);
         assert_eq!(d.poll_at(), Some(t(10_000)));
         assert!(d.expire(t(9_999)).is_empty());

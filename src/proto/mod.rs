@@ -9,3 +9,4 @@ pub use carp::{
 };
 pub use time::Instant;
 pub mod demotion;
+pub mod nft;

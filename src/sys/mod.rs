@@ -1,5 +1,7 @@
 //! Thin OS adapters: rtnetlink, nftables, raw sockets, sysctl, mounts, conntrack.
-pub mod netlink;
-pub mod atomic;
-pub mod rawip;
 pub mod announce;
+pub mod atomic;
+pub mod netlink;
+pub mod nft;
+pub mod rawip;
+pub mod sysctl;

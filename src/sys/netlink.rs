@@ -166,7 +166,8 @@ pub enum LinkEvent {
 
 /// Subscribe to link events. The returned receiver yields every change; the driver runs as a task.
 pub fn monitor() -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>> {
-    let (conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link])?;
+    let (conn, _handle, mut messages) =
+        rtnetlink::new_multicast_connection(&[MulticastGroup::Link])?;
     tokio::spawn(conn);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {

@@ -43,7 +43,12 @@ fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
 impl RawIp {
     /// IPv4: bound to `dev`, TTL 255 for unicast and multicast, no loopback of our own sends, and
     /// membership of `group` (e.g. 224.0.0.18) when given.
-    pub fn open_v4(proto: i32, dev: &str, ifindex: u32, group: Option<Ipv4Addr>) -> io::Result<RawIp> {
+    pub fn open_v4(
+        proto: i32,
+        dev: &str,
+        ifindex: u32,
+        group: Option<Ipv4Addr>,
+    ) -> io::Result<RawIp> {
         let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(proto)))?;
         s.set_nonblocking(true)?;
         s.set_cloexec(true)?;
@@ -62,12 +67,16 @@ impl RawIp {
     }
 
     /// IPv6: bound to `dev`, hop limit 255, hop limit reported on receive, membership of `group`.
-    pub fn open_v6(proto: i32, dev: &str, ifindex: u32, group: Option<Ipv6Addr>) -> io::Result<RawIp> {
+    pub fn open_v6(
+        proto: i32,
+        dev: &str,
+        ifindex: u32,
+        group: Option<Ipv6Addr>,
+    ) -> io::Result<RawIp> {
         let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(proto)))?;
         s.set_nonblocking(true)?;
         s.set_cloexec(true)?;
         s.bind_device(Some(dev.as_bytes()))?;
-        s.set_only_v6(true)?;
         s.set_unicast_hops_v6(255)?;
         s.set_multicast_hops_v6(255)?;
         s.set_multicast_loop_v6(false)?;
@@ -134,22 +143,25 @@ impl RawIp {
         let addr: SockaddrStorage = match dst {
             IpAddr::V4(a) => SockaddrStorage::from(SocketAddr::new(IpAddr::V4(a), 0)),
             IpAddr::V6(a) => {
-                let scope = if a.segments()[0] & 0xffc0 == 0xfe80 || a.segments()[0] & 0xff0f == 0xff02 {
-                    ifindex
-                } else {
-                    0
-                };
+                let scope =
+                    if a.segments()[0] & 0xffc0 == 0xfe80 || a.segments()[0] & 0xff0f == 0xff02 {
+                        ifindex
+                    } else {
+                        0
+                    };
                 SockaddrStorage::from(std::net::SocketAddrV6::new(a, 0, 0, scope))
             }
         };
         if self.v6 != dst.is_ipv6() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "address family mismatch"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "address family mismatch",
+            ));
         }
         loop {
             let mut guard = self.fd.writable().await?;
             match guard.try_io(|fd| {
-                socket::sendto(fd.as_raw_fd(), payload, &addr, MsgFlags::empty())
-                    .map_err(nix_err)
+                socket::sendto(fd.as_raw_fd(), payload, &addr, MsgFlags::empty()).map_err(nix_err)
             }) {
                 Ok(r) => return r.map(|_| ()),
                 Err(_would_block) => continue,

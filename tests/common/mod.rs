@@ -2,6 +2,8 @@
 //! Everything is torn down on drop, also when the test panics.
 #![allow(dead_code)]
 
+pub mod labutil;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -24,11 +26,10 @@ pub fn unique(tag: &str) -> String {
 }
 
 pub fn sh(args: &[&str]) -> std::process::Output {
-    let out = Command::new(args[0])
+    Command::new(args[0])
         .args(&args[1..])
         .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    out
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
 }
 
 pub fn sh_ok(args: &[&str]) -> String {
@@ -55,7 +56,9 @@ impl Netns {
         ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
         for d in devices {
             let peer = format!("{d}p");
-            ns.exec_ok(&["ip", "link", "add", d, "type", "veth", "peer", "name", &peer]);
+            ns.exec_ok(&[
+                "ip", "link", "add", d, "type", "veth", "peer", "name", &peer,
+            ]);
             ns.exec_ok(&["ip", "link", "set", &peer, "up"]);
         }
         ns
@@ -98,7 +101,10 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Kill whatever still runs in it, then delete it.
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 let _ = Command::new("kill").args(["-9", pid]).status();
             }
@@ -181,7 +187,10 @@ impl Daemon {
     pub fn wait_ready(&self, limit: Duration) {
         let t = Instant::now();
         while t.elapsed() < limit {
-            if self.try_call("system.status", serde_json::json!({})).is_ok() {
+            if self
+                .try_call("system.status", serde_json::json!({}))
+                .is_ok()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));

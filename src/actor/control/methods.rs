@@ -23,6 +23,8 @@ pub const METHODS: &[&str] = &[
     "interfaces.list",
     "carp.status",
     "carp.maintenance",
+    "filter.ruleset",
+    "nat.ruleset",
     "config.get",
     "config.apply",
     "config.history",
@@ -103,6 +105,21 @@ async fn call(
                 "changed": out.is_some(),
                 "revision": out.map(|o| o.revision),
             }))
+        }
+        "filter.ruleset" | "nat.ruleset" => {
+            let kind = if method == "filter.ruleset" {
+                crate::actor::nft::Kind::Filter
+            } else {
+                crate::actor::nft::Kind::Nat
+            };
+            let st = sup
+                .send(crate::supervisor::RulesetMsg(kind))
+                .await
+                .map_err(mailbox)?
+                .ok_or_else(|| {
+                    RpcError::new(rpc::UNAVAILABLE, "the ruleset actor is not running")
+                })?;
+            Ok(json!(st))
         }
         "config.get" => {
             let (cfg, rev) = sup.send(CurrentConfigMsg).await.map_err(mailbox)?;

@@ -54,8 +54,12 @@ pub struct Request {
 
 /// Parse one line. On failure, the error reply to send (with the id when it could be read).
 pub fn parse_request(line: &[u8]) -> Result<Request, (Value, RpcError)> {
-    let v: Value = serde_json::from_slice(line)
-        .map_err(|e| (Value::Null, RpcError::new(PARSE_ERROR, format!("parse error: {e}"))))?;
+    let v: Value = serde_json::from_slice(line).map_err(|e| {
+        (
+            Value::Null,
+            RpcError::new(PARSE_ERROR, format!("parse error: {e}")),
+        )
+    })?;
     let Value::Object(obj) = v else {
         let msg = if v.is_array() {
             "batch requests are not supported: send one request per line"
@@ -119,8 +123,9 @@ pub fn reply_line(id: &Value, result: Result<Value, RpcError>) -> Vec<u8> {
 
 /// A notification line (server → client, e.g. events).
 pub fn notification_line(method: &str, params: Value) -> Vec<u8> {
-    let mut out = serde_json::to_vec(&json!({"jsonrpc": "2.0", "method": method, "params": params}))
-        .unwrap_or_else(|_| b"{}".to_vec());
+    let mut out =
+        serde_json::to_vec(&json!({"jsonrpc": "2.0", "method": method, "params": params}))
+            .unwrap_or_else(|_| b"{}".to_vec());
     out.push(b'\n');
     out
 }
@@ -144,7 +149,9 @@ impl Params<'_> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(RpcError::invalid_params(format!("{key} must be true or false"))),
+            Some(_) => Err(RpcError::invalid_params(format!(
+                "{key} must be true or false"
+            ))),
         }
     }
     pub fn u64(&self, key: &str) -> Result<Option<u64>, RpcError> {
@@ -180,8 +187,14 @@ mod tests {
             (b"42", INVALID_REQUEST),
             (br#"{"id":1,"method":"a"}"#, INVALID_REQUEST),
             (br#"{"jsonrpc":"2.0","id":1}"#, INVALID_REQUEST),
-            (br#"{"jsonrpc":"2.0","id":1,"method":"a","params":[1]}"#, INVALID_PARAMS),
-            (br#"{"jsonrpc":"2.0","id":{},"method":"a"}"#, INVALID_REQUEST),
+            (
+                br#"{"jsonrpc":"2.0","id":1,"method":"a","params":[1]}"#,
+                INVALID_PARAMS,
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":{},"method":"a"}"#,
+                INVALID_REQUEST,
+            ),
         ];
         for (line, code) in cases {
             let (_, e) = parse_request(line).unwrap_err();
