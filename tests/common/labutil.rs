@@ -9,7 +9,7 @@ use tandem::lab::{Lab, LabGuard, LabOptions, Node};
 
 pub fn prefix(tag: &str) -> String {
     // a-z0-9, starting with a letter, at most 12 chars.
-    format!("c{}{tag}", std::process::id() % 100_000)
+    format!("tt{}{tag}", std::process::id() % 100_000)
 }
 
 pub fn lab(tag: &str, opts: LabOptions) -> LabGuard {
