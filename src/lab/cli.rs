@@ -70,6 +70,7 @@ fn demo(args: &LabArgs) -> anyhow::Result<()> {
             println!("{}\n", pretty(&v));
         }
     }
+    super::demo::carp_failover(&lab)?;
     print_hints(&lab);
     Ok(())
 }

@@ -17,6 +17,7 @@
 //! veths and bridges; it works on a half-built lab and after a crash.
 
 mod cli;
+pub mod demo;
 
 use std::collections::HashMap;
 use std::fs;
