@@ -518,6 +518,7 @@ fn current_mvc_formats_are_read() {
     <lan><enable>1</enable><if>eth0</if><ipaddr>10.1.0.1</ipaddr><subnet>24</subnet><ipaddrv6>2001:db8::1</ipaddrv6><subnetv6>64</subnetv6></lan>
     <wan><enable>1</enable><if>eth1</if><ipaddr>dhcp</ipaddr></wan>
     <opt1><enable>1</enable><if>eth2</if><ipaddr>10.9.0.1</ipaddr><subnet>30</subnet></opt1>
+    <lo0><enable>1</enable><if>lo0</if><ipaddr>127.0.0.1</ipaddr><subnet>8</subnet><ipaddrv6>::1</ipaddrv6><subnetv6>128</subnetv6><internal_dynamic>1</internal_dynamic><type>none</type><virtual>1</virtual></lo0>
   </interfaces>
   <virtualip version="1.0.1">
     <vip uuid="u-1"><interface>lan</interface><mode>carp</mode><subnet>10.1.0.254</subnet><subnet_bits>24</subnet_bits><vhid>10</vhid><advbase>2</advbase><advskew>50</advskew><password>pw</password><peer>10.1.0.2</peer><nosync>1</nosync><descr>v</descr></vip>
