@@ -817,6 +817,39 @@ pub(crate) fn parse_nat(root: &Element, keys: &[String], r: &mut Reader) -> NatO
     NatOutbound { mode, rules }
 }
 
+/// MVC source NAT rules, `OPNsense/Firewall/Filter/snatrules/rule` (current "Source NAT" page).
+/// Booleans default as in the model: `enabled` 1, the others 0; `target` defaults to `wanip`.
+pub(crate) fn parse_snat(root: &Element, keys: &[String]) -> Vec<NatRule> {
+    let Some(rules) = root.at("OPNsense/Firewall/Filter/snatrules") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, e) in rules.children_named("rule").enumerate() {
+        let side = |s: &str| AddrSpec {
+            kind: e
+                .child_value(&format!("{s}_net"))
+                .map_or(AddrKind::Any, |v| classify(&v, true, keys)),
+            not: truthy(e, &format!("{s}_not")),
+            port: port_value(e.child_value(&format!("{s}_port"))),
+        };
+        out.push(NatRule {
+            path: format!("OPNsense/Firewall/Filter/snatrules/rule[{}]", i + 1),
+            interface: text(e, "interface"),
+            protocol: protocol_value(opt_text(e, "protocol")),
+            source: side("source"),
+            destination: side("destination"),
+            target: Some(opt_text(e, "target").unwrap_or_else(|| "wanip".into())),
+            target_ip: None,
+            target_subnet: None,
+            static_port: truthy(e, "staticnatport"),
+            nonat: truthy(e, "nonat"),
+            disabled: e.child_value("enabled").is_some_and(|v| v == "0"),
+            descr: text(e, "description"),
+        });
+    }
+    out
+}
+
 pub(crate) fn parse_dhcpd(root: &Element, r: &mut Reader) -> Vec<Dhcpd> {
     let Some(d) = root.child("dhcpd") else {
         return Vec::new();

@@ -479,7 +479,7 @@ fn filter(cfg: &Config, o: &mut Out) {
 }
 
 fn nat(cfg: &Config, o: &mut Out) {
-    for r in &cfg.nat.rules {
+    for r in cfg.nat.rules.iter().chain(&cfg.snat_rules) {
         if r.interface.is_empty() {
             o.error(&r.path, "rule has no interface".into());
         } else if cfg.interface(&r.interface).is_none() {
