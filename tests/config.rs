@@ -518,6 +518,7 @@ fn current_mvc_formats_are_read() {
     <lan><enable>1</enable><if>eth0</if><ipaddr>10.1.0.1</ipaddr><subnet>24</subnet><ipaddrv6>2001:db8::1</ipaddrv6><subnetv6>64</subnetv6></lan>
     <wan><enable>1</enable><if>eth1</if><ipaddr>dhcp</ipaddr></wan>
     <opt1><enable>1</enable><if>eth2</if><ipaddr>10.9.0.1</ipaddr><subnet>30</subnet></opt1>
+    <lo0><enable>1</enable><if>lo0</if><ipaddr>127.0.0.1</ipaddr><subnet>8</subnet><ipaddrv6>::1</ipaddrv6><subnetv6>128</subnetv6><internal_dynamic>1</internal_dynamic><type>none</type><virtual>1</virtual></lo0>
   </interfaces>
   <virtualip version="1.0.1">
     <vip uuid="u-1"><interface>lan</interface><mode>carp</mode><subnet>10.1.0.254</subnet><subnet_bits>24</subnet_bits><vhid>10</vhid><advbase>2</advbase><advskew>50</advskew><password>pw</password><peer>10.1.0.2</peer><nosync>1</nosync><descr>v</descr></vip>
@@ -528,7 +529,11 @@ fn current_mvc_formats_are_read() {
     <Firewall><Filter><rules>
       <rule uuid="r-1"><enabled>1</enabled><action>block</action><quick>0</quick><interface>lan,opt1</interface><direction>any</direction><ipprotocol>inet46</ipprotocol><protocol>TCP</protocol><source_net>lan</source_net><source_not>1</source_not><destination_net>(self)</destination_net><destination_port>443</destination_port><log>1</log><statetype>sloppy</statetype><nopfsync>1</nopfsync><description>d1</description></rule>
       <rule uuid="r-2"><enabled>0</enabled><interface>wan</interface><protocol>any</protocol><source_net>192.0.2.0/24</source_net><destination_net>wanip</destination_net></rule>
-    </rules></Filter></Firewall>
+    </rules>
+    <snatrules>
+      <rule uuid="s-1"><enabled>1</enabled><interface>wan</interface><protocol>UDP</protocol><source_net>lan</source_net><destination_net>any</destination_net><destination_port>53</destination_port><staticnatport>1</staticnatport><description>dns</description></rule>
+      <rule uuid="s-2"><enabled>0</enabled><interface>wan</interface><source_net>opt1</source_net><target>10.1.0.254</target></rule>
+    </snatrules></Filter></Firewall>
     <Gateways version="1.0.0"><gateway_item uuid="g-1"><name>WAN_DHCP</name><interface>wan</interface><gateway>dynamic</gateway><ipprotocol>inet</ipprotocol></gateway_item></Gateways>
   </OPNsense>
   <hasync version="1.0.2"><pfsyncinterface>opt1</pfsyncinterface><pfsyncpeerip>10.9.0.2</pfsyncpeerip><pfsyncversion>1400</pfsyncversion><disablepreempt>1</disablepreempt><verifypeer>1</verifypeer><synchronizetoip>https://10.9.0.2:8443/</synchronizetoip><username>root</username><password>x</password><syncitems>rules,nat,virtualip</syncitems><pfsynckey>secret</pfsynckey></hasync>
@@ -567,6 +572,18 @@ fn current_mvc_formats_are_read() {
     assert_eq!(r.direction, Direction::In);
     assert_eq!(r.source.kind, AddrKind::Network("192.0.2.0/24".into()));
     assert_eq!(r.destination.kind, AddrKind::Address("wanip".into()));
+    assert_eq!(c.snat_rules.len(), 2);
+    let s = &c.snat_rules[0];
+    assert_eq!(s.path, "OPNsense/Firewall/Filter/snatrules/rule[1]");
+    assert_eq!(s.interface, "wan");
+    assert_eq!(s.protocol.as_deref(), Some("udp"));
+    assert_eq!(s.source.kind, AddrKind::Network("lan".into()));
+    assert_eq!(s.destination.port.as_deref(), Some("53"));
+    assert_eq!(s.target.as_deref(), Some("wanip"));
+    assert!(s.static_port && !s.disabled);
+    assert!(c.snat_rules[1].disabled);
+    assert_eq!(c.snat_rules[1].target.as_deref(), Some("10.1.0.254"));
+    assert!(c.nat.rules.is_empty());
     assert_eq!(c.gateways[0].path, "OPNsense/Gateways/gateway_item[1]");
     assert!(c.gateways[0].dynamic);
     let h = &c.hasync;

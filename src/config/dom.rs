@@ -13,6 +13,9 @@ use std::fmt;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
+/// The UTF-8 byte order mark.
+const BOM: &str = "\u{feff}";
+
 /// Deeper nesting than this is refused: config.xml is about 6 deep, XML-RPC about 10.
 pub const MAX_DEPTH: usize = 64;
 
@@ -70,6 +73,21 @@ impl std::error::Error for XmlError {}
 impl Document {
     /// Parse a document. Exactly one root element is required.
     pub fn parse(input: &[u8]) -> Result<Document, XmlError> {
+        // quick-xml skips a UTF-8 byte order mark without counting it in its positions, which
+        // would shift the raw end-tag spans below. Parse what follows it and keep the BOM as a
+        // leading text node so it is written back.
+        let (bom, input) = match input.strip_prefix(BOM.as_bytes()) {
+            Some(rest) => (true, rest),
+            None => (false, input),
+        };
+        let mut doc = Document::parse_body(input)?;
+        if bom {
+            doc.nodes.insert(0, Node::Text(BOM.to_string()));
+        }
+        Ok(doc)
+    }
+
+    fn parse_body(input: &[u8]) -> Result<Document, XmlError> {
         let mut reader = Reader::from_reader(input);
         let cfg = reader.config_mut();
         cfg.trim_text(false);
@@ -594,6 +612,20 @@ mod tests {
             assert!(Document::parse(bad.as_bytes()).is_err(), "{bad:?} parsed");
         }
         assert!(Document::parse(&[0x3c, 0x61, 0x3e, 0xff, 0x3c, 0x2f, 0x61, 0x3e]).is_err());
+    }
+
+    #[test]
+    fn byte_order_mark_round_trips() {
+        let with_bom = format!("\u{feff}{SAMPLE}");
+        let d = Document::parse(with_bom.as_bytes()).unwrap();
+        assert_eq!(d.root().name(), "opnsense");
+        assert_eq!(d.root().child_text("a").as_deref(), Some("v & w"));
+        assert_eq!(d.to_bytes(), with_bom.as_bytes());
+        let mut d = d;
+        d.root_mut().set_child_text("new", "1");
+        assert!(d.to_bytes().starts_with(BOM.as_bytes()));
+        // A BOM anywhere but at the start is not accepted as markup.
+        assert!(Document::parse("<a>\u{feff}</a>\u{feff}".as_bytes()).is_err());
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub struct Config {
     /// Legacy `filter/rule` first, then MVC `OPNsense/Firewall/Filter/rules/rule`.
     pub filter_rules: Vec<FilterRule>,
     pub nat: NatOutbound,
+    /// MVC source NAT rules (`OPNsense/Firewall/Filter/snatrules/rule`), applied whatever the
+    /// outbound mode; synced with id `nat` like `nat/outbound`.
+    pub snat_rules: Vec<NatRule>,
     pub dhcpd: Vec<Dhcpd>,
     pub hasync: Hasync,
     /// `<virtualip_carp_maintenancemode>` present at root level.
@@ -110,6 +113,7 @@ impl Config {
             vips: Vec::new(),
             filter_rules: Vec::new(),
             nat: NatOutbound::default(),
+            snat_rules: Vec::new(),
             dhcpd: Vec::new(),
             hasync: Hasync::default(),
             maintenance: false,
@@ -137,6 +141,7 @@ impl Config {
         self.vips = model::parse_vips(root, &mut r);
         self.filter_rules = model::parse_filter(root, &keys, &mut r);
         self.nat = model::parse_nat(root, &keys, &mut r);
+        self.snat_rules = model::parse_snat(root, &keys);
         self.dhcpd = model::parse_dhcpd(root, &mut r);
         self.hasync = model::parse_hasync(root, &mut r);
         self.maintenance = root.child(MAINTENANCE_ELEMENT).is_some();

@@ -817,6 +817,39 @@ pub(crate) fn parse_nat(root: &Element, keys: &[String], r: &mut Reader) -> NatO
     NatOutbound { mode, rules }
 }
 
+/// MVC source NAT rules, `OPNsense/Firewall/Filter/snatrules/rule` (current "Source NAT" page).
+/// Booleans default as in the model: `enabled` 1, the others 0; `target` defaults to `wanip`.
+pub(crate) fn parse_snat(root: &Element, keys: &[String]) -> Vec<NatRule> {
+    let Some(rules) = root.at("OPNsense/Firewall/Filter/snatrules") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, e) in rules.children_named("rule").enumerate() {
+        let side = |s: &str| AddrSpec {
+            kind: e
+                .child_value(&format!("{s}_net"))
+                .map_or(AddrKind::Any, |v| classify(&v, true, keys)),
+            not: truthy(e, &format!("{s}_not")),
+            port: port_value(e.child_value(&format!("{s}_port"))),
+        };
+        out.push(NatRule {
+            path: format!("OPNsense/Firewall/Filter/snatrules/rule[{}]", i + 1),
+            interface: text(e, "interface"),
+            protocol: protocol_value(opt_text(e, "protocol")),
+            source: side("source"),
+            destination: side("destination"),
+            target: Some(opt_text(e, "target").unwrap_or_else(|| "wanip".into())),
+            target_ip: None,
+            target_subnet: None,
+            static_port: truthy(e, "staticnatport"),
+            nonat: truthy(e, "nonat"),
+            disabled: e.child_value("enabled").is_some_and(|v| v == "0"),
+            descr: text(e, "description"),
+        });
+    }
+    out
+}
+
 pub(crate) fn parse_dhcpd(root: &Element, r: &mut Reader) -> Vec<Dhcpd> {
     let Some(d) = root.child("dhcpd") else {
         return Vec::new();
@@ -952,4 +985,52 @@ pub fn v4_contains(net: Ipv4Addr, prefix: u8, ip: Ipv4Addr) -> bool {
 pub fn v6_contains(net: Ipv6Addr, prefix: u8, ip: Ipv6Addr) -> bool {
     let m = v6_mask(prefix);
     u128::from(net) & m == u128::from(ip) & m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_and_containment_at_the_edges() {
+        assert_eq!(v4_mask(0), 0);
+        assert_eq!(v4_mask(32), u32::MAX);
+        assert_eq!(v4_mask(24), 0xffff_ff00);
+        assert_eq!(v4_mask(200), u32::MAX);
+        assert_eq!(v6_mask(0), 0);
+        assert_eq!(v6_mask(128), u128::MAX);
+        let net = Ipv4Addr::new(192, 168, 1, 0);
+        assert!(v4_contains(net, 24, Ipv4Addr::new(192, 168, 1, 255)));
+        assert!(!v4_contains(net, 24, Ipv4Addr::new(192, 168, 2, 1)));
+        assert!(v4_contains(net, 0, Ipv4Addr::new(8, 8, 8, 8)));
+        assert!(!v4_contains(net, 32, Ipv4Addr::new(192, 168, 1, 1)));
+        let n6: Ipv6Addr = "2001:db8::".parse().unwrap();
+        assert!(v6_contains(n6, 64, "2001:db8::ffff".parse().unwrap()));
+        assert!(!v6_contains(n6, 64, "2001:db9::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn address_values_are_classified() {
+        let keys = vec!["lan".to_string(), "opt1".to_string(), "dmz".to_string()];
+        let c = |v: &str, net: bool| classify(v, net, &keys);
+        assert_eq!(c("any", true), AddrKind::Any);
+        assert_eq!(c("", false), AddrKind::Any);
+        assert_eq!(c("lan", true), AddrKind::Network("lan".into()));
+        assert_eq!(c("dmz", false), AddrKind::Network("dmz".into()));
+        assert_eq!(c("opt7", true), AddrKind::Network("opt7".into()));
+        assert_eq!(
+            c("10.0.0.0/8", false),
+            AddrKind::Network("10.0.0.0/8".into())
+        );
+        assert_eq!(c("10.0.0.1", true), AddrKind::Address("10.0.0.1".into()));
+        assert_eq!(c("(self)", true), AddrKind::Address("(self)".into()));
+        assert_eq!(c("lanip", true), AddrKind::Address("lanip".into()));
+        assert_eq!(c("dmzip", true), AddrKind::Address("dmzip".into()));
+        assert_eq!(c("my_alias", true), AddrKind::Network("my_alias".into()));
+        assert_eq!(c("my_alias", false), AddrKind::Address("my_alias".into()));
+        assert_eq!(
+            c("10.0.0.0/40", false),
+            AddrKind::Address("10.0.0.0/40".into())
+        );
+    }
 }

@@ -116,6 +116,8 @@ fn interfaces(cfg: &Config, o: &mut Out) {
                 ),
             );
         }
+        // Current configs carry `<lo0>` with 127.0.0.1/8 and ::1/128.
+        let loopback = i.device.starts_with("lo");
         if let Some((ip, p)) = i.ipv4 {
             let sp = format!("{}/subnet", i.path);
             if p == 0 {
@@ -126,7 +128,11 @@ fn interfaces(cfg: &Config, o: &mut Out) {
                     format!("{ip} is the {what} address of {}/{p}", v4_net(ip, p)),
                 );
             }
-            if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+            if ip.is_unspecified()
+                || ip.is_multicast()
+                || ip.is_broadcast()
+                || (ip.is_loopback() && !loopback)
+            {
                 o.error(
                     &format!("{}/ipaddr", i.path),
                     format!("{ip} cannot be an interface address"),
@@ -140,7 +146,7 @@ fn interfaces(cfg: &Config, o: &mut Out) {
                     "subnetv6 0 is out of range 1-128".into(),
                 );
             }
-            if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+            if ip.is_unspecified() || ip.is_multicast() || (ip.is_loopback() && !loopback) {
                 o.error(
                     &format!("{}/ipaddrv6", i.path),
                     format!("{ip} cannot be an interface address"),
@@ -473,7 +479,7 @@ fn filter(cfg: &Config, o: &mut Out) {
 }
 
 fn nat(cfg: &Config, o: &mut Out) {
-    for r in &cfg.nat.rules {
+    for r in cfg.nat.rules.iter().chain(&cfg.snat_rules) {
         if r.interface.is_empty() {
             o.error(&r.path, "rule has no interface".into());
         } else if cfg.interface(&r.interface).is_none() {
