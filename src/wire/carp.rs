@@ -345,6 +345,15 @@ pub fn parse_ipv4(bytes: &[u8]) -> Result<(ipv4::Header, Repr), Error> {
     Ok((header, repr))
 }
 
+/// Parses a CARP header received without its IP header (an IPv6 raw socket, which reports the
+/// hop limit in a control message): the hop limit must be 255, then [`Repr::parse`].
+pub fn parse_payload(payload: &[u8], hop_limit: u8) -> Result<Repr, Error> {
+    if hop_limit != TTL {
+        return Err(Error::BadTtl(hop_limit));
+    }
+    Repr::parse(&Packet::new_checked(payload)?)
+}
+
 /// The CARP digest, exactly as FreeBSD (`carp_hmac_prepare`/`carp_hmac_generate`), OpenBSD and
 /// ucarp compute it: HMAC-SHA1 keyed with the raw password bytes over
 /// `version | type | vhid | IPv4 addresses | IPv6 addresses | counter (8 bytes, big-endian)`.

@@ -203,6 +203,19 @@ fn parse_ipv4_checks_protocol_and_ttl() {
     assert_eq!(parse_ipv4(&short).unwrap_err(), Error::Truncated);
 }
 
+#[test]
+fn parse_payload_checks_the_hop_limit() {
+    assert_eq!(parse_payload(carp_bytes(), 255).unwrap(), ucarp_repr());
+    assert_eq!(
+        parse_payload(carp_bytes(), 64).unwrap_err(),
+        Error::BadTtl(64)
+    );
+    assert_eq!(
+        parse_payload(&carp_bytes()[..20], 255).unwrap_err(),
+        Error::Truncated
+    );
+}
+
 /// The HMAC written out the way the BSD kernels do it (key copied into a 20-byte zeroed buffer,
 /// padded to 64, ipad/opad by hand) equals ours.
 fn bsd_style_hmac(
