@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = repr.verify_md(b"secret", &[header.dst], &[]);
     }
     let _ = ipv4::parse_header(data);
+    let _ = carp::parse_payload(data, carp::TTL);
     if let Ok(packet) = carp::Packet::new_checked(data) {
         let _ = (packet.version(), packet.kind(), packet.vhid(), packet.advskew(), packet.authlen());
         let _ = (packet.demote(), packet.advbase(), packet.checksum(), packet.counter(), packet.md());

@@ -203,7 +203,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 }
 
 /// An advertisement, owned and checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Repr {
     pub version: u8,
     /// The type nibble.
@@ -343,6 +343,15 @@ pub fn parse_ipv4(bytes: &[u8]) -> Result<(ipv4::Header, Repr), Error> {
     let packet = Packet::new_checked(payload)?;
     let repr = Repr::parse(&packet)?;
     Ok((header, repr))
+}
+
+/// Parses a CARP header received without its IP header (an IPv6 raw socket, which reports the
+/// hop limit in a control message): the hop limit must be 255, then [`Repr::parse`].
+pub fn parse_payload(payload: &[u8], hop_limit: u8) -> Result<Repr, Error> {
+    if hop_limit != TTL {
+        return Err(Error::BadTtl(hop_limit));
+    }
+    Repr::parse(&Packet::new_checked(payload)?)
 }
 
 /// The CARP digest, exactly as FreeBSD (`carp_hmac_prepare`/`carp_hmac_generate`), OpenBSD and

@@ -217,8 +217,9 @@ pub enum Input {
     Reconfigure(VhidConfig),
 }
 
-/// What the actor must do, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the actor must do, in order. Serialisable for conformance tests and recordings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Send this advert (counter and digest filled in) to the group or the unicast peers.
     SendAdvert(carp::Repr),

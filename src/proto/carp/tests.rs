@@ -680,3 +680,24 @@ fn config_validation_and_redacted_debug() {
     let a = m.poll(ms(3000));
     assert_eq!(sent(&a)[0].advbase, 1);
 }
+
+#[test]
+fn actions_serialise_for_recordings() {
+    let a = Action::Transition {
+        from: State::Backup,
+        to: State::Master,
+        reason: Reason::MasterDown,
+    };
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        r#"{"transition":{"from":"BACKUP","to":"MASTER","reason":"master_down"}}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&Action::InstallVips).unwrap(),
+        r#""install_vips""#
+    );
+    let (mut m, t0) = master(cfg(0));
+    let a = m.poll(t0 + Duration::from_secs(1));
+    let json = serde_json::to_value(&a).unwrap();
+    assert_eq!(json[1]["send_advert"]["vhid"], 1);
+}

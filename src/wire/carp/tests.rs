@@ -14,7 +14,13 @@ use super::*;
 //       --upscript=/bin/true --downscript=/bin/true -f none
 //   tcpdump -r ucarp.pcap -xx;  ip netns del carpcap-$$
 //
-// (the first advert after ucarp went MASTER). Ethernet: 01:00:5e:00:00:12 <- 00:00:5e:00:00:07,
+// (the first advert after ucarp went MASTER).
+//
+// The other direction was checked live the same way (not a unit test: it needs root and ucarp):
+// `Repr::advert(7, 1, 0)` signed here with b"secret" over 10.99.0.100 and sent with
+// `to_ipv4_bytes` from 10.99.0.3 every 0.5 s (python raw socket, IP_HDRINCL, on veth1) kept
+// `ucarp -v 7 -p secret -a 10.99.0.100 -b 1 -k 100` in BACKUP for 9 s (12 adverts accepted);
+// the same advert signed with b"wrong" gave ucarp's "Bad digest" and ucarp went MASTER. Ethernet: 01:00:5e:00:00:12 <- 00:00:5e:00:00:07,
 // type 0800 (ucarp's source MAC is 00:00:5e:00:00:<vhid>). Below: the IPv4 datagram.
 pub(crate) static UCARP_IP: [u8; 56] = [
     // IPv4: tos 0x10, total 56, id 0x8445, DF, ttl 255, proto 112, 10.99.0.2 -> 224.0.0.18
@@ -201,6 +207,19 @@ fn parse_ipv4_checks_protocol_and_ttl() {
     p.set_total_len(40);
     p.fill_checksum();
     assert_eq!(parse_ipv4(&short).unwrap_err(), Error::Truncated);
+}
+
+#[test]
+fn parse_payload_checks_the_hop_limit() {
+    assert_eq!(parse_payload(carp_bytes(), 255).unwrap(), ucarp_repr());
+    assert_eq!(
+        parse_payload(carp_bytes(), 64).unwrap_err(),
+        Error::BadTtl(64)
+    );
+    assert_eq!(
+        parse_payload(&carp_bytes()[..20], 255).unwrap_err(),
+        Error::Truncated
+    );
 }
 
 /// The HMAC written out the way the BSD kernels do it (key copied into a 20-byte zeroed buffer,
