@@ -475,11 +475,23 @@ fn lossy_then_clean(seed: u64, skews: &[u8], preempt: bool) -> Sim {
 
 #[test]
 fn two_nodes_over_a_lossy_link_converge_to_the_best() {
+    let mut loss_takeovers = 0;
     for seed in 0..150 {
         let sim = lossy_then_clean(seed, &[0, 100], true);
         sim.assert_best_wins(&format!("seed {seed}"));
         assert_eq!(sim.masters(1), vec![0]);
+        // Takeovers by the worse node (lost adverts, flaps of the better one).
+        loss_takeovers += sim
+            .log
+            .iter()
+            .filter(|e| e.node == 1 && e.to == State::Master && e.reason == Reason::MasterDown)
+            .count();
     }
+    // The lossy phase must really contest the election, or this test proves little.
+    assert!(
+        loss_takeovers > 300,
+        "only {loss_takeovers} takeovers by the worse node"
+    );
 }
 
 #[test]
