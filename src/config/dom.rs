@@ -80,6 +80,12 @@ impl Document {
             Some(rest) => (true, rest),
             None => (false, input),
         };
+        if input.starts_with(BOM.as_bytes()) {
+            return Err(XmlError {
+                offset: 3,
+                reason: "text outside the root element (a second byte order mark)".into(),
+            });
+        }
         let mut doc = Document::parse_body(input)?;
         if bom {
             doc.nodes.insert(0, Node::Text(BOM.to_string()));
@@ -624,7 +630,8 @@ mod tests {
         let mut d = d;
         d.root_mut().set_child_text("new", "1");
         assert!(d.to_bytes().starts_with(BOM.as_bytes()));
-        // A BOM anywhere but at the start is not accepted as markup.
+        // A BOM anywhere but at the very start is text outside the root element.
+        assert!(Document::parse(format!("\u{feff}\u{feff}{SAMPLE}").as_bytes()).is_err());
         assert!(Document::parse("<a>\u{feff}</a>\u{feff}".as_bytes()).is_err());
     }
 
