@@ -1,7 +1,10 @@
 #![no_main]
-//! State-sync messages from the wire, with and without a key. Nothing may panic, and whatever
-//! parses must re-emit to an equal `Repr` (unknown sections are dropped on re-emit).
+//! State-sync messages from the wire, with and without a key. Nothing may panic, whatever parses
+//! must re-emit to an equal `Repr` (unknown sections are dropped on re-emit), and the sync
+//! machine must take any input without panicking.
 use libfuzzer_sys::fuzz_target;
+use tandem::proto::Instant;
+use tandem::proto::pfsync::{Config, Input, Sync};
 use tandem::wire::pfsync;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,5 +19,12 @@ fuzz_target!(|data: &[u8]| {
             again.skipped = repr.skipped;
             assert_eq!(again, repr);
         }
+    }
+    let mut sync = Sync::new(Config::new(1), Instant::ZERO);
+    let _ = sync.poll(Instant::ZERO);
+    let _ = sync.handle(Instant::from_millis(1), Input::Received(data.to_vec()));
+    let _ = sync.handle(Instant::from_millis(2), Input::Received(data.to_vec()));
+    if let Some(at) = sync.poll_at() {
+        let _ = sync.poll(at);
     }
 });

@@ -1182,4 +1182,4 @@ fn ct_eq(a: &[u8; MAC_LEN], b: &[u8; MAC_LEN]) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -15,6 +15,8 @@ use crate::wire::pfsync::{
 struct Entry {
     state: State,
     origin: Origin,
+    /// The node that issued `state.version` (breaks ties between equal versions).
+    writer: u32,
 }
 
 /// What one sequenced message carried, so that it can be sent again from the table.
@@ -511,6 +513,7 @@ impl Sync {
                     Entry {
                         state: st,
                         origin: Origin::Local,
+                        writer: self.cfg.node_id,
                     },
                 );
                 self.tombstones.remove(&id);
@@ -722,7 +725,9 @@ impl Sync {
         }
         let mut merged = s;
         if let Some(e) = self.table.get(&s.id) {
-            if s.version <= e.state.version {
+            // Newer means a higher (version, writer): concurrent changes with equal versions
+            // resolve the same way on both nodes.
+            if (s.version, sender) <= (e.state.version, e.writer) {
                 self.stats.count(DropReason::Stale);
                 return;
             }
@@ -743,6 +748,7 @@ impl Sync {
             Entry {
                 state: merged,
                 origin: Origin::Peer,
+                writer: sender,
             },
         );
         self.stats.injected += 1;

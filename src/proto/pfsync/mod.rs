@@ -9,8 +9,9 @@
 //!   the wall time in microseconds ([`Config::clock_seed`]), so a rebooted node still issues
 //!   versions above its old ones. Deleted ids keep a tombstone (their delete version) for
 //!   [`Config::tombstone_ttl`], so a reordered older update cannot resurrect them.
-//! * **Merge rule.** A received INSERT/UPDATE whose version is not above ours, or not above the
-//!   id's tombstone, is stale (counted, ignored). A newer one is applied, except that a TCP state
+//! * **Merge rule.** A received INSERT/UPDATE whose (version, sending node id) is not above ours
+//!   (the node id breaks ties between concurrent changes, so both nodes pick the same winner), or
+//!   whose version is not above the id's tombstone, is stale (counted, ignored). A newer one is applied, except that a TCP state
 //!   never moves backwards in [`TcpState::rank`] order (NONE < SYN_SENT < SYN_SENT2 < SYN_RECV <
 //!   ESTABLISHED < FIN_WAIT < CLOSE_WAIT < LAST_ACK < TIME_WAIT < CLOSE): we keep our TCP state
 //!   and window data and take the rest. **Exception:** when the sender is the state's creator,

@@ -909,3 +909,86 @@ fn advance_is_monotonic() {
     }
     assert_eq!(t, TcpState::Close);
 }
+
+/// Delivers every `Send` of `actions` to `to`, returns what `to` did.
+fn deliver(to: &mut Sync, now: Instant, actions: &[Action]) -> Vec<Action> {
+    let mut out = Vec::new();
+    for a in actions {
+        if let Action::Send(bytes) = a {
+            out.extend(to.handle(now, Input::Received(bytes.clone())));
+        }
+    }
+    out
+}
+
+#[test]
+fn concurrent_equal_versions_resolve_the_same_way_on_both_nodes() {
+    let mut a = ready(1);
+    let mut b = ready(2);
+    let mut st = make_state(7);
+    let _ = a.handle(ms(100), local(Event::New, st));
+    let m = a.poll(ms(102));
+    let _ = deliver(&mut b, ms(103), &m);
+    let v = a.state(st.id).unwrap().0.version;
+    assert_eq!(b.state(st.id).unwrap().0.version, v);
+    // Both nodes change it at once, from the same clock: equal versions.
+    st.tcp_state = TcpState::Established;
+    st.mark = 1;
+    let _ = a.handle(ms(110), local(Event::Update, st));
+    st.mark = 2;
+    let _ = b.handle(ms(110), local(Event::Update, st));
+    let ma = a.poll(ms(112));
+    let mb = b.poll(ms(112));
+    assert_eq!(
+        a.state(st.id).unwrap().0.version,
+        b.state(st.id).unwrap().0.version
+    );
+    let _ = deliver(&mut b, ms(113), &ma);
+    let _ = deliver(&mut a, ms(113), &mb);
+    // The higher node id (b) wins on both.
+    assert_eq!(a.state(st.id).unwrap().0.mark, 2);
+    assert_eq!(b.state(st.id).unwrap().0.mark, 2);
+    assert_eq!(b.stats().stale, 1);
+}
+
+proptest::proptest! {
+    /// Whatever arrives on the sync link, the machine does not panic and keeps its invariants.
+    #[test]
+    fn random_messages_never_panic(
+        msgs in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 1..8),
+        states in proptest::collection::vec(crate::wire::pfsync::tests::arb_state(), 0..6),
+        seqs in proptest::collection::vec(proptest::prelude::any::<u32>(), 6),
+    ) {
+        let mut c = Config::new(1);
+        c.window = 4;
+        let mut s = Sync::new(c, ms(0));
+        let _ = s.poll(ms(0));
+        let mut t = 1;
+        for m in msgs {
+            let _ = s.handle(ms(t), Input::Received(m));
+            t += 1;
+        }
+        // Well-formed messages with arbitrary records, acks and nacks.
+        for (i, st) in states.iter().enumerate() {
+            let _ = s.handle(ms(t), local(Event::New, make_state(i as u32)));
+            let sections = vec![
+                Section::Update(vec![*st]),
+                Section::Delete(vec![wire::Delete { id: st.id, version: st.version }]),
+                Section::Ack(vec![SeqRange { first: seqs[i], last: seqs[i].wrapping_add(3) }]),
+                Section::Nack(vec![SeqRange { first: seqs[5 - i], last: seqs[5 - i].wrapping_add(100) }]),
+                Section::BulkRequest,
+            ];
+            let m = Repr { flags: FLAG_SEQ, node_id: 2, epoch: 3, seq: seqs[i], sections, skipped: 0 };
+            let _ = s.handle(ms(t), Input::Received(m.to_bytes(None)));
+            let _ = s.poll(ms(t + 300));
+            t += 301;
+        }
+        for _ in 0..50 {
+            match s.poll_at() {
+                Some(at) => { let _ = s.poll(at.max(ms(t))); t += 1; }
+                None => break,
+            }
+        }
+        proptest::prop_assert!(s.stats().window <= 4);
+    }
+}
