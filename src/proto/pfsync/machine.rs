@@ -33,7 +33,6 @@ enum Item {
 /// A sequenced message in the send window.
 #[derive(Debug, Clone)]
 struct Sent {
-    seq: u32,
     at: Instant,
     retries: u32,
     items: Vec<Item>,
@@ -701,8 +700,11 @@ impl Sync {
                 }
                 Section::Ack(ranges) => {
                     self.stats.acks_received += 1;
-                    self.window
-                        .retain(|_, s| !ranges.iter().any(|r| r.contains(s.seq)));
+                    for r in ranges {
+                        for k in self.window_keys(r) {
+                            self.window.remove(&k);
+                        }
+                    }
                 }
                 Section::Nack(ranges) => {
                     self.stats.nacks_received += 1;
@@ -788,21 +790,17 @@ impl Sync {
     }
 
     fn process_nack(&mut self, now: Instant, ranges: &[SeqRange], out: &mut Vec<Action>) {
-        let ks: Vec<u64> = self
-            .window
-            .iter()
-            .filter(|(_, s)| ranges.iter().any(|r| r.contains(s.seq)))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in ks {
-            self.resend(now, k, out);
-        }
-        // Seqs we dropped unacknowledged cannot be resent: push the whole table.
-        let lost = ranges.iter().any(|r| {
-            self.k_of(r.first)
+        let mut lost = false;
+        for r in ranges {
+            for k in self.window_keys(*r) {
+                self.resend(now, k, out);
+            }
+            // Seqs we dropped unacknowledged cannot be resent: push the whole table.
+            lost |= self
+                .k_range(*r)
                 .zip(self.evicted_max)
-                .is_some_and(|(k, e)| k <= e)
-        });
+                .is_some_and(|((first, _), e)| first <= e);
+        }
         if lost && self.bulk_tx.is_none() {
             self.evicted_max = None;
             self.stats.full_resyncs += 1;
@@ -824,6 +822,29 @@ impl Sync {
             None
         } else {
             Some(self.next_k - d)
+        }
+    }
+
+    /// The internal counters a range of our sequence numbers covers (the part we have sent).
+    fn k_range(&self, r: SeqRange) -> Option<(u64, u64)> {
+        let len = u64::from(r.len()?);
+        let last = match self.k_of(r.last) {
+            Some(k) => k,
+            // A range reaching past what we sent: clip it at our last message.
+            None if r.contains(self.seq_of(self.next_k.checked_sub(1)?)) => self.next_k - 1,
+            None => return None,
+        };
+        let first = self
+            .k_of(r.first)
+            .unwrap_or_else(|| last.saturating_sub(len.saturating_sub(1)));
+        (first <= last).then_some((first, last))
+    }
+
+    /// The window entries a range covers.
+    fn window_keys(&self, r: SeqRange) -> Vec<u64> {
+        match self.k_range(r) {
+            Some((first, last)) => self.window.range(first..=last).map(|(k, _)| *k).collect(),
+            None => Vec::new(),
         }
     }
 
@@ -860,7 +881,6 @@ impl Sync {
         self.window.insert(
             k,
             Sent {
-                seq,
                 at: now,
                 retries,
                 items,

@@ -992,3 +992,70 @@ proptest::proptest! {
         proptest::prop_assert!(s.stats().window <= 4);
     }
 }
+
+#[test]
+fn nack_for_an_evicted_seq_pushes_the_whole_table() {
+    let mut c = cfg(1);
+    c.window = 4;
+    let mut a = Sync::new(c, ms(0));
+    let _ = a.poll(ms(0));
+    let _ = a.handle(
+        ms(1),
+        Input::Received(peer_msg(1, FLAG_SEQ | FLAG_BULK, vec![Section::BulkEnd(0)])),
+    );
+    for n in 0..6 {
+        let _ = a.handle(ms(10 + n), local(Event::New, make_state(n as u32)));
+        let _ = a.poll(ms(12 + n));
+    }
+    assert_eq!(a.stats().window, 4);
+    assert_eq!(a.stats().window_evicted, 2);
+    // The peer ACKs the rest and NACKs our first message (seq 100), which we no longer have.
+    let m = peer_msg(
+        2,
+        0,
+        vec![
+            Section::Ack(vec![SeqRange {
+                first: 102,
+                last: 105,
+            }]),
+            Section::Nack(vec![SeqRange {
+                first: 100,
+                last: 100,
+            }]),
+        ],
+    );
+    let _ = a.handle(ms(30), Input::Received(m));
+    assert_eq!(a.stats().window, 0);
+    assert!(a.bulk_sending());
+    assert_eq!(a.stats().full_resyncs, 1);
+    let m = sent(&a.poll(ms(30)));
+    let n: usize = m
+        .iter()
+        .flat_map(|m| m.sections.iter())
+        .map(|x| match x {
+            Section::Update(v) => v.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(n, 6);
+    assert!(m.last().unwrap().sections.contains(&Section::BulkEnd(6)));
+}
+
+#[test]
+fn send_bulk_and_flushed() {
+    let mut a = ready(1);
+    let _ = a.handle(ms(10), local(Event::New, make_state(1)));
+    let _ = a.poll(ms(12));
+    let _ = a.handle(ms(20), Input::SendBulk);
+    let m = sent(&a.poll(ms(20)));
+    assert_eq!(m.len(), 2);
+    assert!(m.iter().all(|m| m.flags & FLAG_BULK != 0));
+    // Our table was flushed: the peer is told to clear our states, and we ask for its table.
+    let a2 = a.handle(ms(30), Input::Flushed);
+    let m = sent(&a2);
+    assert_eq!(m[0].sections, vec![Section::Clear(vec![1])]);
+    assert_eq!(m[1].sections, vec![Section::BulkRequest]);
+    assert!(a.is_empty());
+    assert!(a.bulk_pending());
+    assert!(!a.holding_demotion());
+}
