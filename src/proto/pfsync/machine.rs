@@ -15,8 +15,6 @@ use crate::wire::pfsync::{
 struct Entry {
     state: State,
     origin: Origin,
-    /// The node that issued `state.version` (breaks ties between equal versions).
-    writer: u32,
 }
 
 /// What one sequenced message carried, so that it can be sent again from the table.
@@ -512,7 +510,6 @@ impl Sync {
                     Entry {
                         state: st,
                         origin: Origin::Local,
-                        writer: self.cfg.node_id,
                     },
                 );
                 self.tombstones.remove(&id);
@@ -571,8 +568,11 @@ impl Sync {
         self.need_resync = true;
     }
 
+    /// A fresh version: above every version seen, its low 8 bits our node id's, so two nodes
+    /// never issue the same version (concurrent changes resolve the same way on both).
     fn tick_clock(&mut self) -> u64 {
-        self.clock = self.clock.saturating_add(1);
+        let writer = u64::from(self.cfg.node_id & 0xff);
+        self.clock = ((self.clock >> 8).saturating_add(1) << 8) | writer;
         self.clock
     }
 
@@ -727,9 +727,7 @@ impl Sync {
         }
         let mut merged = s;
         if let Some(e) = self.table.get(&s.id) {
-            // Newer means a higher (version, writer): concurrent changes with equal versions
-            // resolve the same way on both nodes.
-            if (s.version, sender) <= (e.state.version, e.writer) {
+            if s.version <= e.state.version {
                 self.stats.count(DropReason::Stale);
                 return;
             }
@@ -750,7 +748,6 @@ impl Sync {
             Entry {
                 state: merged,
                 origin: Origin::Peer,
-                writer: sender,
             },
         );
         self.stats.injected += 1;

@@ -5,13 +5,15 @@
 //!   ([`Origin::Local`]: ours to send; [`Origin::Peer`]: injected from the peer). It is what
 //!   resends and bulk answers are read from ("resend from the current table").
 //! * **Versions.** Every change carries a per-state version taken from a Lamport clock: a local
-//!   change gets `clock + 1`, every version seen raises the clock. The actor seeds the clock with
+//!   change gets the next multiple of 256 above the clock plus the low 8 bits of our node id
+//!   (so the two nodes never issue equal versions: **node ids must differ in their low byte**),
+//!   every version seen raises the clock. The actor seeds the clock with
 //!   the wall time in microseconds ([`Config::clock_seed`]), so a rebooted node still issues
 //!   versions above its old ones. Deleted ids keep a tombstone (their delete version) for
 //!   [`Config::tombstone_ttl`], so a reordered older update cannot resurrect them.
-//! * **Merge rule.** A received INSERT/UPDATE whose (version, sending node id) is not above ours
-//!   (the node id breaks ties between concurrent changes, so both nodes pick the same winner), or
-//!   whose version is not above the id's tombstone, is stale (counted, ignored). A newer one is applied, except that a TCP state
+//! * **Merge rule.** A received INSERT/UPDATE whose version is not above ours (concurrent
+//!   changes: the higher version, so both nodes pick the same winner), or not above the id's
+//!   tombstone, is stale (counted, ignored). A newer one is applied, except that a TCP state
 //!   never moves backwards in [`TcpState::rank`] order (NONE < SYN_SENT < SYN_SENT2 < SYN_RECV <
 //!   ESTABLISHED < FIN_WAIT < CLOSE_WAIT < LAST_ACK < TIME_WAIT < CLOSE): we keep our TCP state
 //!   and window data and take the rest. **Exception:** when the sender is the state's creator,
@@ -67,7 +69,8 @@ pub use stats::{DropReason, Stats};
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
-    /// This node's id (the creator id of its states), non-zero, different from the peer's.
+    /// This node's id (the creator id of its states), non-zero; its low byte must differ from
+    /// the peer's (it tags the versions this node issues).
     pub node_id: u32,
     /// `hasync/pfsynckey`; `None` sends unauthenticated messages and accepts only those.
     pub key: Option<Vec<u8>>,

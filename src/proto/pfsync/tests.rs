@@ -922,7 +922,7 @@ fn deliver(to: &mut Sync, now: Instant, actions: &[Action]) -> Vec<Action> {
 }
 
 #[test]
-fn concurrent_equal_versions_resolve_the_same_way_on_both_nodes() {
+fn concurrent_changes_resolve_the_same_way_on_both_nodes() {
     let mut a = ready(1);
     let mut b = ready(2);
     let mut st = make_state(7);
@@ -931,7 +931,7 @@ fn concurrent_equal_versions_resolve_the_same_way_on_both_nodes() {
     let _ = deliver(&mut b, ms(103), &m);
     let v = a.state(st.id).unwrap().0.version;
     assert_eq!(b.state(st.id).unwrap().0.version, v);
-    // Both nodes change it at once, from the same clock: equal versions.
+    // Both nodes change it at once, from the same clock.
     st.tcp_state = TcpState::Established;
     st.mark = 1;
     let _ = a.handle(ms(110), local(Event::Update, st));
@@ -939,10 +939,13 @@ fn concurrent_equal_versions_resolve_the_same_way_on_both_nodes() {
     let _ = b.handle(ms(110), local(Event::Update, st));
     let ma = a.poll(ms(112));
     let mb = b.poll(ms(112));
-    assert_eq!(
+    // Same Lamport time, told apart by the writer's low byte.
+    let (va, vb) = (
         a.state(st.id).unwrap().0.version,
-        b.state(st.id).unwrap().0.version
+        b.state(st.id).unwrap().0.version,
     );
+    assert_eq!(va >> 8, vb >> 8);
+    assert_eq!((va & 0xff, vb & 0xff), (1, 2));
     let _ = deliver(&mut b, ms(113), &ma);
     let _ = deliver(&mut a, ms(113), &mb);
     // The higher node id (b) wins on both.
@@ -1058,4 +1061,30 @@ fn send_bulk_and_flushed() {
     assert!(a.is_empty());
     assert!(a.bulk_pending());
     assert!(!a.holding_demotion());
+}
+
+#[test]
+fn our_states_coming_back_in_a_bulk_stay_ours() {
+    let mut a = ready(1);
+    let mut b = ready(2);
+    let st = make_state(7);
+    let _ = a.handle(ms(100), local(Event::New, st));
+    let m = a.poll(ms(102));
+    let _ = deliver(&mut b, ms(103), &m);
+    let _ = b.handle(ms(110), Input::SendBulk);
+    let m = b.poll(ms(110));
+    let got = deliver(&mut a, ms(111), &m);
+    assert!(injected(&got).is_empty(), "{got:?}");
+    assert_eq!(a.state(st.id).unwrap().1, Origin::Local);
+    // So its later expiry here is still sent.
+    let _ = a.handle(ms(120), local(Event::Destroy, st));
+    let m = a.poll(ms(122));
+    let got = deliver(&mut b, ms(123), &m);
+    assert_eq!(
+        got.iter()
+            .filter(|x| matches!(x, Action::Remove(_)))
+            .count(),
+        1
+    );
+    assert!(b.is_empty());
 }
