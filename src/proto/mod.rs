@@ -10,3 +10,4 @@ pub use carp::{
 pub use time::Instant;
 pub mod demotion;
 pub mod nft;
+pub mod pfsync;

@@ -1,0 +1,1090 @@
+//! The machine on a virtual clock (single node, hand-fed messages), then two-node simulations
+//! over a lossy, reordering link (see `sim.rs`).
+
+use std::time::Duration;
+
+use super::sim::{World, advance, make_state};
+use super::*;
+use crate::proto::time::Instant;
+use crate::wire::pfsync::{self as wire, FLAG_BULK, FLAG_SEQ, Repr, Section, SeqRange};
+
+const KEY: &[u8] = b"sync-key";
+
+fn ms(n: u64) -> Instant {
+    Instant::from_millis(n)
+}
+
+fn cfg(node: u32) -> Config {
+    let mut c = Config::new(node).with_key(KEY);
+    c.epoch = 0x0e0e_0000 + node;
+    c.seq_seed = 100 * node;
+    c.clock_seed = 1000;
+    c
+}
+
+/// A machine past its boot bulk (the peer answered with an empty table).
+fn ready(node: u32) -> Sync {
+    let mut s = Sync::new(cfg(node), ms(0));
+    let a = s.poll(ms(0));
+    assert_eq!(a[0], Action::DemotionHold(true));
+    let reqs = sent(&a);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].sections, vec![Section::BulkRequest]);
+    let end = peer_msg(1, FLAG_SEQ | FLAG_BULK, vec![Section::BulkEnd(0)]);
+    let a = s.handle(ms(1), Input::Received(end));
+    assert_eq!(a, vec![Action::BulkDone, Action::DemotionHold(false)]);
+    let _ = s.poll(ms(10)); // the ACK
+    s
+}
+
+/// The peer (node 9) message with our key.
+fn peer_msg(seq: u32, flags: u8, sections: Vec<Section>) -> Vec<u8> {
+    Repr {
+        flags,
+        node_id: 9,
+        epoch: 77,
+        seq,
+        sections,
+        skipped: 0,
+    }
+    .to_bytes(Some(KEY))
+}
+
+fn sent(actions: &[Action]) -> Vec<Repr> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(b) => Some(wire::parse(b, Some(KEY)).expect("we emit valid messages")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn injected(actions: &[Action]) -> Vec<State> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Inject(s) => Some(*s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn local(event: Event, state: State) -> Input {
+    Input::Local {
+        event,
+        state,
+        origin: Origin::Local,
+    }
+}
+
+/// A state as the peer (node 9) created it, with a version.
+fn peer_state(n: u32, version: u64) -> State {
+    let mut s = make_state(n);
+    s.creator = 9;
+    s.version = version;
+    s
+}
+
+#[test]
+fn boot_holds_demotion_and_retries_bulk_request_then_gives_up() {
+    let mut s = Sync::new(cfg(1), ms(0));
+    assert_eq!(s.poll_at(), Some(ms(0)));
+    let a = s.poll(ms(0));
+    assert_eq!(a[0], Action::DemotionHold(true));
+    assert_eq!(sent(&a)[0].sections, vec![Section::BulkRequest]);
+    assert!(s.holding_demotion());
+    // Retried every second.
+    assert_eq!(s.poll_at(), Some(ms(1000)));
+    assert!(s.poll(ms(999)).is_empty());
+    for t in 1..10 {
+        let a = s.poll(ms(1000 * t));
+        assert_eq!(sent(&a).len(), 1, "retry at {t}s");
+    }
+    assert_eq!(s.stats().bulk_requests_sent, 10);
+    // Gives up at 10 s: the hold is released and counted.
+    let a = s.poll(ms(10_000));
+    assert_eq!(a, vec![Action::DemotionHold(false)]);
+    assert!(!s.holding_demotion());
+    assert!(!s.bulk_pending());
+    assert_eq!(s.stats().bulk_failed, 1);
+    assert_eq!(s.poll_at(), None);
+}
+
+#[test]
+fn bulk_data_postpones_the_retry() {
+    let mut s = Sync::new(cfg(1), ms(0));
+    let _ = s.poll(ms(0));
+    let st = peer_state(1, 5);
+    let m = peer_msg(1, FLAG_SEQ | FLAG_BULK, vec![Section::Update(vec![st])]);
+    let a = s.handle(ms(900), Input::Received(m));
+    assert_eq!(injected(&a), vec![st]);
+    let _ = s.poll(ms(1000)); // ACK only, no request
+    assert_eq!(s.stats().bulk_requests_sent, 1);
+    let a = s.poll(ms(1900));
+    assert_eq!(sent(&a)[0].sections, vec![Section::BulkRequest]);
+}
+
+#[test]
+fn local_changes_coalesce_into_one_record() {
+    let mut s = ready(1);
+    let mut st = make_state(3);
+    assert!(s.handle(ms(100), local(Event::New, st)).is_empty());
+    st.tcp_state = TcpState::SynRecv;
+    assert!(s.handle(ms(101), local(Event::Update, st)).is_empty());
+    st.tcp_state = TcpState::Established;
+    st.timeout = 432000;
+    assert!(s.handle(ms(101), local(Event::Update, st)).is_empty());
+    // Flushed flush_delay (2 ms) after the first record.
+    assert_eq!(s.poll_at(), Some(ms(102)));
+    let a = s.poll(ms(102));
+    let m = sent(&a);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].flags & FLAG_SEQ, FLAG_SEQ);
+    assert_eq!(m[0].node_id, 1);
+    let Section::Insert(v) = &m[0].sections[0] else {
+        panic!("{m:?}")
+    };
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].tcp_state, TcpState::Established);
+    assert_eq!(v[0].timeout, 432000);
+    assert_eq!(v[0].creator, 1);
+    assert_eq!(v[0].id, State::compute_id(st.proto, &st.orig, 0));
+    assert!(v[0].version > 1000);
+    assert_eq!(s.stats().sent_states, 1);
+}
+
+#[test]
+fn delete_replaces_a_pending_insert() {
+    let mut s = ready(1);
+    let st = make_state(3);
+    let _ = s.handle(ms(100), local(Event::New, st));
+    let _ = s.handle(ms(101), local(Event::Destroy, st));
+    let m = sent(&s.poll(ms(102)));
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].sections.len(), 1);
+    let Section::Delete(d) = &m[0].sections[0] else {
+        panic!("{m:?}")
+    };
+    assert_eq!(d[0].id, State::compute_id(st.proto, &st.orig, 0));
+    assert!(s.is_empty());
+}
+
+#[test]
+fn a_full_packet_is_sent_at_once() {
+    let mut s = ready(1);
+    let per_packet = (1480 - wire::HEADER_LEN - 2 * wire::SUBHEADER_LEN) / wire::STATE_LEN;
+    let mut out = Vec::new();
+    for n in 0..=per_packet as u32 {
+        out.extend(s.handle(ms(100), local(Event::New, make_state(n))));
+    }
+    let m = sent(&out);
+    assert_eq!(m.len(), 1, "one full packet before the flush delay");
+    let bytes = match &out[0] {
+        Action::Send(b) => b.len(),
+        _ => unreachable!(),
+    };
+    assert!(bytes <= 1480, "{bytes}");
+    let Section::Insert(v) = &m[0].sections[0] else {
+        panic!()
+    };
+    assert_eq!(v.len(), per_packet);
+    // The last one waits for the flush delay.
+    let m = sent(&s.poll(ms(102)));
+    assert_eq!(m.len(), 1);
+}
+
+#[test]
+fn mtu_is_configurable() {
+    let mut c = cfg(1);
+    c.mtu = 400;
+    let mut s = Sync::new(c, ms(0));
+    let _ = s.poll(ms(0));
+    let mut out = Vec::new();
+    for n in 0..10 {
+        out.extend(s.handle(ms(1), local(Event::New, make_state(n))));
+    }
+    out.extend(s.poll(ms(10)));
+    let lens: Vec<usize> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(b) => Some(b.len()),
+            _ => None,
+        })
+        .collect();
+    assert!(lens.iter().all(|l| *l <= 400), "{lens:?}");
+    assert_eq!(s.stats().sent_states, 10);
+}
+
+#[test]
+fn injected_states_are_not_echoed() {
+    let mut s = ready(1);
+    let st = peer_state(5, 2000);
+    let a = s.handle(
+        ms(100),
+        Input::Received(peer_msg(2, FLAG_SEQ, vec![Section::Insert(vec![st])])),
+    );
+    assert_eq!(a, vec![Action::Inject(st)]);
+    // The kernel reports our own injection, then the peer's state times out here.
+    for ev in [Event::New, Event::Update] {
+        let a = s.handle(
+            ms(101),
+            Input::Local {
+                event: ev,
+                state: st,
+                origin: Origin::Peer,
+            },
+        );
+        assert!(a.is_empty());
+    }
+    assert!(s.handle(ms(102), local(Event::Destroy, st)).is_empty());
+    let a = s.poll(ms(200));
+    assert!(
+        sent(&a)
+            .iter()
+            .all(|m| m.sections.iter().all(|x| matches!(x, Section::Ack(_)))),
+        "{a:?}"
+    );
+    assert_eq!(s.stats().echo_suppressed, 2);
+    assert_eq!(s.stats().sent_states + s.stats().sent_deletes, 0);
+}
+
+#[test]
+fn traffic_on_an_injected_state_takes_it_over() {
+    let mut s = ready(1);
+    let mut st = peer_state(5, 2000);
+    st.tcp_state = TcpState::Established;
+    let _ = s.handle(
+        ms(100),
+        Input::Received(peer_msg(2, FLAG_SEQ, vec![Section::Insert(vec![st])])),
+    );
+    st.tcp_state = TcpState::FinWait;
+    let _ = s.handle(ms(101), local(Event::Update, st));
+    let m = sent(&s.poll(ms(110)));
+    let upd = m
+        .iter()
+        .flat_map(|m| m.sections.iter())
+        .find_map(|x| match x {
+            Section::Update(v) => Some(v[0]),
+            _ => None,
+        })
+        .expect("an UPDATE");
+    assert_eq!(upd.tcp_state, TcpState::FinWait);
+    assert_eq!(upd.creator, 9, "the creator stays");
+    assert!(upd.version > 2000, "above the version seen");
+    assert_eq!(s.state(st.id).unwrap().1, Origin::Local);
+}
+
+#[test]
+fn stale_and_backwards_updates() {
+    let mut s = ready(1);
+    let mut st = peer_state(3, 50_000);
+    st.tcp_state = TcpState::Established;
+    let _ = s.handle(
+        ms(100),
+        Input::Received(peer_msg(2, FLAG_SEQ, vec![Section::Insert(vec![st])])),
+    );
+    // An older version: ignored, counted.
+    let mut old = st;
+    old.version = 40_000;
+    old.tcp_state = TcpState::SynSent;
+    let a = s.handle(
+        ms(101),
+        Input::Received(peer_msg(3, FLAG_SEQ, vec![Section::Update(vec![old])])),
+    );
+    assert!(injected(&a).is_empty());
+    assert_eq!(s.stats().stale, 1);
+    // A newer version moving TCP backwards from a node that is not the creator: the rest is
+    // taken, the TCP state kept.
+    let mut back = st;
+    back.version = 60_000;
+    back.tcp_state = TcpState::SynRecv;
+    back.creator = 4;
+    back.timeout = 77;
+    let a = s.handle(
+        ms(102),
+        Input::Received(peer_msg(4, FLAG_SEQ, vec![Section::Update(vec![back])])),
+    );
+    let got = injected(&a);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].tcp_state, TcpState::Established);
+    assert_eq!(got[0].timeout, 77);
+    assert_eq!(s.stats().tcp_backwards_kept, 1);
+    // The creator itself (node 9) moving a reused tuple back to SYN_SENT wins.
+    let mut reuse = st;
+    reuse.version = 70_000;
+    reuse.tcp_state = TcpState::SynSent;
+    let a = s.handle(
+        ms(103),
+        Input::Received(peer_msg(5, FLAG_SEQ, vec![Section::Update(vec![reuse])])),
+    );
+    assert_eq!(injected(&a)[0].tcp_state, TcpState::SynSent);
+    // A record whose id does not match its tuple is refused.
+    let mut bad = peer_state(8, 80_000);
+    bad.id ^= 1;
+    let a = s.handle(
+        ms(104),
+        Input::Received(peer_msg(6, FLAG_SEQ, vec![Section::Insert(vec![bad])])),
+    );
+    assert!(injected(&a).is_empty());
+    assert_eq!(s.stats().bad_record, 1);
+}
+
+#[test]
+fn delete_and_tombstone() {
+    let mut s = ready(1);
+    let st = peer_state(3, 50_000);
+    let _ = s.handle(
+        ms(100),
+        Input::Received(peer_msg(2, FLAG_SEQ, vec![Section::Insert(vec![st])])),
+    );
+    let del = wire::Delete {
+        id: st.id,
+        version: 50_001,
+    };
+    let a = s.handle(
+        ms(101),
+        Input::Received(peer_msg(3, FLAG_SEQ, vec![Section::Delete(vec![del])])),
+    );
+    assert_eq!(a, vec![Action::Remove(st)]);
+    // A reordered older update does not resurrect it.
+    let mut late = st;
+    late.version = 50_000;
+    let a = s.handle(
+        ms(102),
+        Input::Received(peer_msg(5, FLAG_SEQ, vec![Section::Update(vec![late])])),
+    );
+    assert!(injected(&a).is_empty());
+    assert_eq!(s.stats().stale, 1);
+    // A newer incarnation does.
+    late.version = 50_002;
+    let a = s.handle(
+        ms(103),
+        Input::Received(peer_msg(6, FLAG_SEQ, vec![Section::Insert(vec![late])])),
+    );
+    assert_eq!(injected(&a).len(), 1);
+}
+
+#[test]
+fn clear_removes_the_creators_states() {
+    let mut s = ready(1);
+    let a = peer_state(3, 50_000);
+    let mut b = peer_state(4, 50_000);
+    b.creator = 5;
+    let _ = s.handle(
+        ms(100),
+        Input::Received(peer_msg(2, FLAG_SEQ, vec![Section::Insert(vec![a, b])])),
+    );
+    let got = s.handle(
+        ms(101),
+        Input::Received(peer_msg(3, FLAG_SEQ, vec![Section::Clear(vec![9])])),
+    );
+    assert_eq!(got, vec![Action::Remove(a), Action::ClearPeer(9)]);
+    assert_eq!(s.len(), 1);
+}
+
+#[test]
+fn acks_are_delayed_coalesced_and_clear_the_window() {
+    let mut a = ready(1);
+    let mut b = ready(2);
+    let mut out = Vec::new();
+    for n in 0..3 {
+        let _ = a.handle(ms(100 + n), local(Event::New, make_state(n as u32)));
+        out.extend(a.poll(ms(102 + n)));
+    }
+    assert_eq!(sent(&out).len(), 3);
+    assert_eq!(a.stats().window, 3);
+    let mut acks = Vec::new();
+    for m in &out {
+        if let Action::Send(bytes) = m {
+            acks.extend(b.handle(ms(110), Input::Received(bytes.clone())));
+        }
+    }
+    assert_eq!(injected(&acks).len(), 3);
+    // One ACK message after ack_delay, one range.
+    assert_eq!(b.poll_at(), Some(ms(115)));
+    let m = sent(&b.poll(ms(115)));
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].flags & FLAG_SEQ, 0, "ACKs are unsequenced");
+    let Section::Ack(r) = &m[0].sections[0] else {
+        panic!("{m:?}")
+    };
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].len(), Some(3));
+    let ack = m[0].to_bytes(Some(KEY));
+    assert!(a.handle(ms(116), Input::Received(ack)).is_empty());
+    assert_eq!(a.stats().window, 0);
+    assert_eq!(a.stats().acks_received, 1);
+    // Nothing more to do: no ACK of the ACK, no resend.
+    assert!(
+        a.poll(ms(2000))
+            .iter()
+            .all(|x| !matches!(x, Action::Send(_)))
+    );
+    assert!(
+        b.poll(ms(2000))
+            .iter()
+            .all(|x| !matches!(x, Action::Send(_)))
+    );
+}
+
+#[test]
+fn gap_is_nacked_and_resent_from_the_current_table() {
+    let mut a = ready(1);
+    let mut b = ready(2);
+    let s1 = make_state(1);
+    let mut s2 = make_state(2);
+    let s3 = make_state(3);
+    let s4 = make_state(4);
+    let mut msgs = Vec::new();
+    for (t, st) in [(100, s1), (110, s2), (120, s3), (130, s4)] {
+        let _ = a.handle(ms(t), local(Event::New, st));
+        msgs.extend(a.poll(ms(t + 2)));
+    }
+    assert_eq!(sent(&msgs).len(), 4);
+    // s2 changes again and s3 is destroyed before the NACK arrives.
+    s2.tcp_state = TcpState::Established;
+    let _ = a.handle(ms(135), local(Event::Update, s2));
+    let _ = a.handle(ms(135), local(Event::Destroy, s3));
+    let _ = a.poll(ms(137));
+    // b gets the first and the fourth: it NACKs our seqs 101..=102.
+    for i in [0, 3] {
+        let Action::Send(bytes) = &msgs[i] else {
+            panic!()
+        };
+        let _ = b.handle(ms(140), Input::Received(bytes.clone()));
+    }
+    let m = sent(&b.poll(ms(145)));
+    let nack = m
+        .iter()
+        .flat_map(|m| m.sections.iter())
+        .find_map(|x| match x {
+            Section::Nack(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("a NACK");
+    assert_eq!(
+        nack,
+        vec![SeqRange {
+            first: 101,
+            last: 102
+        }]
+    );
+    assert_eq!(b.stats().nacks_sent, 1);
+    // Still missing 50 ms later: NACKed again.
+    let m2 = sent(&b.poll(ms(195)));
+    assert!(
+        m2.iter()
+            .any(|m| m.sections.iter().any(|x| matches!(x, Section::Nack(_))))
+    );
+    // a resends from its table: s2 as it is now, s3 as a DELETE.
+    let mut resent = Vec::new();
+    for msg in &m {
+        resent.extend(a.handle(ms(146), Input::Received(msg.to_bytes(Some(KEY)))));
+    }
+    let r = sent(&resent);
+    let states: Vec<State> = r
+        .iter()
+        .flat_map(|m| m.sections.iter())
+        .flat_map(|x| match x {
+            Section::Insert(v) | Section::Update(v) => v.clone(),
+            _ => vec![],
+        })
+        .collect();
+    let deletes: Vec<u64> = r
+        .iter()
+        .flat_map(|m| m.sections.iter())
+        .flat_map(|x| match x {
+            Section::Delete(v) => v.iter().map(|d| d.id).collect(),
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].tcp_state, TcpState::Established);
+    assert_eq!(deletes, vec![s3.id]);
+    assert_eq!(a.stats().resent, 2);
+    assert_eq!(a.stats().nacks_received, 1);
+    // A second NACK for the same seqs is ignored (already resent), no full resync.
+    for msg in &m2 {
+        let again = a.handle(ms(200), Input::Received(msg.to_bytes(Some(KEY))));
+        assert!(sent(&again).is_empty());
+    }
+    assert!(!a.bulk_sending());
+}
+
+#[test]
+fn unacked_messages_are_resent_then_given_up() {
+    let mut a = ready(1);
+    let _ = a.handle(ms(100), local(Event::New, make_state(1)));
+    let _ = a.poll(ms(102));
+    let mut t = 102;
+    for i in 1..=10 {
+        t += 200;
+        assert_eq!(a.poll_at(), Some(ms(t)), "retry {i}");
+        let m = sent(&a.poll(ms(t)));
+        assert_eq!(m.len(), 1, "retry {i}");
+    }
+    t += 200;
+    assert!(sent(&a.poll(ms(t))).is_empty());
+    assert_eq!(a.stats().window, 0);
+    assert_eq!(a.stats().window_evicted, 1);
+    // At the next sign of life the peer gets a full resync (our table as a bulk answer).
+    let hello = peer_msg(
+        50,
+        0,
+        vec![Section::Ack(vec![SeqRange { first: 1, last: 1 }])],
+    );
+    let _ = a.handle(ms(t + 10), Input::Received(hello));
+    assert!(a.bulk_sending());
+    let m = sent(&a.poll(ms(t + 10)));
+    assert!(m.iter().all(|m| m.flags & FLAG_BULK != 0));
+    assert!(m.last().unwrap().sections.contains(&Section::BulkEnd(1)));
+    assert_eq!(a.stats().full_resyncs, 1);
+}
+
+#[test]
+fn bulk_answer_is_sliced() {
+    let mut c = cfg(1);
+    c.max_packets_per_poll = 4;
+    let mut a = Sync::new(c, ms(0));
+    let _ = a.poll(ms(0));
+    let _ = a.handle(
+        ms(1),
+        Input::Received(peer_msg(1, FLAG_SEQ | FLAG_BULK, vec![Section::BulkEnd(0)])),
+    );
+    for n in 0..100 {
+        let _ = a.handle(ms(2), local(Event::New, make_state(n)));
+    }
+    let _ = a.poll(ms(10));
+    let sent_before = a.stats().sent_states;
+    let _ = a.handle(
+        ms(20),
+        Input::Received(peer_msg(2, 0, vec![Section::BulkRequest])),
+    );
+    assert_eq!(a.stats().bulk_requests_received, 1);
+    let mut total = 0;
+    let mut ends = 0;
+    let mut polls = 0;
+    while a.bulk_sending() {
+        let m = sent(&a.poll(ms(20)));
+        polls += 1;
+        assert!(m.len() <= 4 + 1, "{}", m.len());
+        for msg in m {
+            assert_eq!(msg.flags & FLAG_BULK, FLAG_BULK);
+            for x in msg.sections {
+                match x {
+                    Section::Update(v) => total += v.len(),
+                    Section::BulkEnd(n) => {
+                        ends += 1;
+                        assert_eq!(n, 100);
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
+    assert_eq!(total, 100);
+    assert_eq!(ends, 1);
+    assert!(polls >= 3);
+    assert_eq!(a.stats().sent_states - sent_before, 100);
+}
+
+#[test]
+fn drops_are_counted_per_reason() {
+    let mut s = ready(1);
+    let good = peer_msg(
+        2,
+        FLAG_SEQ,
+        vec![Section::Insert(vec![peer_state(1, 5000)])],
+    );
+    // Wrong key.
+    let wrong = Repr {
+        flags: FLAG_SEQ,
+        node_id: 9,
+        epoch: 77,
+        seq: 2,
+        sections: vec![Section::Insert(vec![peer_state(1, 5000)])],
+        skipped: 0,
+    }
+    .to_bytes(Some(b"other"));
+    assert!(s.handle(ms(10), Input::Received(wrong)).is_empty());
+    assert_eq!(s.stats().bad_mac, 1);
+    // No MAC at all.
+    let plain = Repr::parse(&wire::Packet::new_checked(&good[..]).unwrap())
+        .unwrap()
+        .to_bytes(None);
+    assert!(s.handle(ms(10), Input::Received(plain)).is_empty());
+    assert_eq!(s.stats().bad_mac, 2);
+    assert!(
+        s.handle(ms(10), Input::Received(good[..40].to_vec()))
+            .is_empty()
+    );
+    assert_eq!(s.stats().truncated, 1);
+    let mut v = good.clone();
+    v[0] = 7;
+    assert!(s.handle(ms(10), Input::Received(v)).is_empty());
+    assert_eq!(s.stats().bad_version, 1);
+    // Our own message looped back.
+    let own = Repr {
+        flags: 0,
+        node_id: 1,
+        epoch: 1,
+        seq: 1,
+        sections: vec![],
+        skipped: 0,
+    }
+    .to_bytes(Some(KEY));
+    assert!(s.handle(ms(10), Input::Received(own)).is_empty());
+    assert_eq!(s.stats().from_self, 1);
+    // Accepted once, then a duplicate.
+    assert_eq!(
+        injected(&s.handle(ms(11), Input::Received(good.clone()))).len(),
+        1
+    );
+    assert!(s.handle(ms(12), Input::Received(good)).is_empty());
+    assert_eq!(s.stats().duplicate, 1);
+    assert_eq!(s.stats().injected, 1);
+    assert!(s.stats().authenticated);
+}
+
+#[test]
+fn unknown_action_is_skipped_and_counted() {
+    let mut s = ready(1);
+    let st = peer_state(1, 5000);
+    let mut bytes = Repr {
+        flags: FLAG_SEQ,
+        node_id: 9,
+        epoch: 77,
+        seq: 2,
+        sections: vec![Section::Insert(vec![st])],
+        skipped: 0,
+    }
+    .to_bytes(None);
+    bytes.extend_from_slice(&[99, 0, 0, 2, 0, 1, 0, 0, 0xaa, 0xbb]);
+    let len = bytes.len() as u16;
+    bytes[2..4].copy_from_slice(&len.to_be_bytes());
+    let mut p = wire::Packet::new_unchecked(&mut bytes[..]);
+    p.fill_mac(Some(KEY));
+    let a = s.handle(ms(10), Input::Received(bytes));
+    assert_eq!(injected(&a), vec![st]);
+    assert_eq!(s.stats().unknown_action, 1);
+}
+
+#[test]
+fn link_down_stops_sending_and_link_up_resyncs() {
+    let mut s = ready(1);
+    let _ = s.handle(ms(100), Input::LinkDown);
+    let _ = s.handle(ms(101), local(Event::New, make_state(1)));
+    assert_eq!(s.poll_at(), None);
+    assert!(s.poll(ms(500)).is_empty());
+    let a = s.handle(ms(600), Input::LinkUp);
+    let m = sent(&a);
+    assert_eq!(m[0].sections, vec![Section::BulkRequest]);
+    assert!(!s.holding_demotion(), "no hold after boot");
+    // The peer's first message triggers a full resync carrying the state.
+    let _ = s.handle(
+        ms(601),
+        Input::Received(peer_msg(5, 0, vec![Section::BulkRequest])),
+    );
+    let m = sent(&s.poll(ms(601)));
+    assert!(m.iter().any(|m| {
+        m.sections
+            .iter()
+            .any(|x| matches!(x, Section::Update(v) if v.len() == 1))
+    }));
+}
+
+#[test]
+fn stats_serialize() {
+    let s = ready(1);
+    let v = serde_json::to_value(s.stats()).unwrap();
+    for k in [
+        "sent_packets",
+        "received_packets",
+        "resent",
+        "acks_sent",
+        "nacks_received",
+        "bulk_requests_sent",
+        "bulk_ends_received",
+        "bad_mac",
+        "bad_version",
+        "truncated",
+        "bad_length",
+        "unknown_action",
+        "stale",
+        "from_self",
+        "last_bulk",
+        "tx_seq",
+        "rx_expected",
+        "authenticated",
+    ] {
+        assert!(v.get(k).is_some(), "{k}");
+    }
+    assert_eq!(v["bulk_ends_received"], 1);
+    assert!(format!("{:?}", s.config()).contains("<redacted>"));
+    assert!(!format!("{:?}", s.config()).contains("sync-key"));
+}
+
+// ----- two nodes over a lossy, reordering link -----
+
+/// Random traffic on A, then quiet: B's kernel equals A's, no TCP state went backwards on B,
+/// and traffic stops (no echo loops).
+fn converge(seed: u64, loss: u64, events: usize) {
+    let mut w = World::new(seed, loss, b"k", b"k");
+    w.run_until(Instant::from_millis(1500));
+    for _ in 0..events {
+        let n = 1 + w.rng.below(3);
+        for _ in 0..n {
+            w.random_event(0);
+        }
+        let step = w.rng.below(4000);
+        let t = w.now + Duration::from_micros(step);
+        w.run_until(t);
+    }
+    w.run_until(w.now + Duration::from_secs(15));
+    assert_eq!(
+        w.kernel(1),
+        w.kernel(0),
+        "seed {seed} loss {loss}: tables differ (a {} b {})",
+        w.nodes[0].kernel.len(),
+        w.nodes[1].kernel.len()
+    );
+    assert!(
+        w.nodes[1].backwards.is_empty(),
+        "seed {seed}: TCP backwards {:?}",
+        w.nodes[1].backwards
+    );
+    assert!(w.nodes.iter().all(|n| !n.holding), "seed {seed}: hold kept");
+    // Quiescent: nothing more is sent.
+    let sent = (w.nodes[0].sent, w.nodes[1].sent);
+    w.run_until(w.now + Duration::from_secs(30));
+    assert_eq!(
+        sent,
+        (w.nodes[0].sent, w.nodes[1].sent),
+        "seed {seed}: still talking"
+    );
+    // Bounded traffic: far fewer messages than a loop would make.
+    let bound = 40 * events as u64 + 200;
+    assert!(
+        sent.0 + sent.1 < bound,
+        "seed {seed}: {} messages for {events} events",
+        sent.0 + sent.1
+    );
+}
+
+#[test]
+fn converges_without_loss() {
+    for seed in 0..10 {
+        converge(seed, 0, 300);
+    }
+}
+
+#[test]
+fn converges_with_loss_and_reordering() {
+    for seed in 0..40 {
+        let loss = [5, 10, 20, 30][(seed % 4) as usize];
+        converge(seed, loss, 200);
+    }
+}
+
+#[test]
+fn bulk_after_reboot_brings_b_to_a() {
+    for seed in 0..10 {
+        let mut w = World::new(100 + seed, if seed % 2 == 0 { 0 } else { 20 }, b"k", b"k");
+        w.run_until(Instant::from_millis(1500));
+        for _ in 0..400 {
+            w.random_event(0);
+        }
+        w.run_until(w.now + Duration::from_secs(5));
+        assert_eq!(w.kernel(1), w.kernel(0));
+        w.reboot(1);
+        assert!(w.nodes[1].kernel.is_empty());
+        // B holds its demotion until the bulk ends.
+        w.run_until(w.now + Duration::from_millis(1));
+        assert!(w.nodes[1].holding, "seed {seed}");
+        w.run_until(w.now + Duration::from_secs(15));
+        assert_eq!(w.kernel(1), w.kernel(0), "seed {seed}");
+        assert!(!w.nodes[1].holding);
+        assert_eq!(w.nodes[1].bulk_done, 1, "seed {seed}");
+        assert!(!w.kernel(1).is_empty());
+        // A's later changes still reach B (A saw B's new epoch).
+        for _ in 0..50 {
+            w.random_event(0);
+        }
+        w.run_until(w.now + Duration::from_secs(15));
+        assert_eq!(w.kernel(1), w.kernel(0), "seed {seed} after reboot");
+    }
+}
+
+#[test]
+fn reboot_of_a_gets_its_states_back_from_b() {
+    let mut w = World::new(7, 10, b"k", b"k");
+    w.run_until(Instant::from_millis(1500));
+    for _ in 0..200 {
+        w.random_event(0);
+    }
+    w.run_until(w.now + Duration::from_secs(5));
+    let before = w.kernel(0);
+    w.reboot(0);
+    w.run_until(w.now + Duration::from_secs(15));
+    assert_eq!(w.kernel(0), before);
+    assert_eq!(w.nodes[0].bulk_done, 1);
+}
+
+#[test]
+fn big_bulk_is_sliced_and_complete() {
+    let mut w = World::new(3, 5, b"k", b"k");
+    w.run_until(Instant::from_millis(1500));
+    for n in 0..5000 {
+        let s = make_state(100_000 + n);
+        w.local(0, Event::New, s);
+    }
+    w.run_until(w.now + Duration::from_secs(10));
+    w.reboot(1);
+    w.run_until(w.now + Duration::from_secs(15));
+    assert_eq!(w.kernel(1).len(), 5000);
+    assert_eq!(w.kernel(1), w.kernel(0));
+}
+
+#[test]
+fn both_nodes_with_traffic_converge() {
+    // After a failover both nodes see traffic: B takes over A's states and creates its own.
+    for seed in 0..10 {
+        let mut w = World::new(500 + seed, 10, b"k", b"k");
+        w.run_until(Instant::from_millis(1500));
+        for _ in 0..150 {
+            w.random_event(0);
+            let t = w.now + Duration::from_micros(w.rng.below(3000));
+            w.run_until(t);
+        }
+        w.run_until(w.now + Duration::from_secs(5));
+        for _ in 0..150 {
+            w.random_event(1);
+            let t = w.now + Duration::from_micros(w.rng.below(3000));
+            w.run_until(t);
+        }
+        w.run_until(w.now + Duration::from_secs(15));
+        assert_eq!(w.kernel(0), w.kernel(1), "seed {seed}");
+        assert!(w.nodes[0].backwards.is_empty(), "seed {seed}");
+        assert!(w.nodes[1].backwards.is_empty(), "seed {seed}");
+    }
+}
+
+#[test]
+fn wrong_key_injects_nothing() {
+    let mut w = World::new(11, 0, b"key-one", b"key-two");
+    w.run_until(Instant::from_millis(1500));
+    for _ in 0..100 {
+        w.random_event(0);
+    }
+    w.run_until(w.now + Duration::from_secs(15));
+    assert!(w.nodes[1].kernel.is_empty());
+    assert_eq!(w.nodes[1].injected, 0);
+    assert!(w.nodes[1].sync.stats().bad_mac > 0);
+    assert!(w.nodes[0].sync.stats().bad_mac > 0);
+    // Both gave up their boot bulk and released the hold.
+    assert!(!w.nodes[0].holding && !w.nodes[1].holding);
+    assert_eq!(w.nodes[1].sync.stats().bulk_failed, 1);
+}
+
+#[test]
+fn no_key_on_both_sides_still_syncs() {
+    let mut w = World::new(12, 0, b"", b"");
+    w.run_until(Instant::from_millis(1500));
+    for _ in 0..50 {
+        w.random_event(0);
+    }
+    w.run_until(w.now + Duration::from_secs(5));
+    assert_eq!(w.kernel(1), w.kernel(0));
+    assert!(!w.nodes[1].sync.stats().authenticated);
+}
+
+#[test]
+fn advance_is_monotonic() {
+    let mut t = TcpState::None;
+    for _ in 0..12 {
+        let n = advance(t);
+        assert!(n.rank() >= t.rank());
+        t = n;
+    }
+    assert_eq!(t, TcpState::Close);
+}
+
+/// Delivers every `Send` of `actions` to `to`, returns what `to` did.
+fn deliver(to: &mut Sync, now: Instant, actions: &[Action]) -> Vec<Action> {
+    let mut out = Vec::new();
+    for a in actions {
+        if let Action::Send(bytes) = a {
+            out.extend(to.handle(now, Input::Received(bytes.clone())));
+        }
+    }
+    out
+}
+
+#[test]
+fn concurrent_changes_resolve_the_same_way_on_both_nodes() {
+    let mut a = ready(1);
+    let mut b = ready(2);
+    let mut st = make_state(7);
+    let _ = a.handle(ms(100), local(Event::New, st));
+    let m = a.poll(ms(102));
+    let _ = deliver(&mut b, ms(103), &m);
+    let v = a.state(st.id).unwrap().0.version;
+    assert_eq!(b.state(st.id).unwrap().0.version, v);
+    // Both nodes change it at once, from the same clock.
+    st.tcp_state = TcpState::Established;
+    st.mark = 1;
+    let _ = a.handle(ms(110), local(Event::Update, st));
+    st.mark = 2;
+    let _ = b.handle(ms(110), local(Event::Update, st));
+    let ma = a.poll(ms(112));
+    let mb = b.poll(ms(112));
+    // Same Lamport time, told apart by the writer's low byte.
+    let (va, vb) = (
+        a.state(st.id).unwrap().0.version,
+        b.state(st.id).unwrap().0.version,
+    );
+    assert_eq!(va >> 8, vb >> 8);
+    assert_eq!((va & 0xff, vb & 0xff), (1, 2));
+    let _ = deliver(&mut b, ms(113), &ma);
+    let _ = deliver(&mut a, ms(113), &mb);
+    // The higher node id (b) wins on both.
+    assert_eq!(a.state(st.id).unwrap().0.mark, 2);
+    assert_eq!(b.state(st.id).unwrap().0.mark, 2);
+    assert_eq!(b.stats().stale, 1);
+}
+
+proptest::proptest! {
+    /// Whatever arrives on the sync link, the machine does not panic and keeps its invariants.
+    #[test]
+    fn random_messages_never_panic(
+        msgs in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 1..8),
+        states in proptest::collection::vec(crate::wire::pfsync::tests::arb_state(), 0..6),
+        seqs in proptest::collection::vec(proptest::prelude::any::<u32>(), 6),
+    ) {
+        let mut c = Config::new(1);
+        c.window = 4;
+        let mut s = Sync::new(c, ms(0));
+        let _ = s.poll(ms(0));
+        let mut t = 1;
+        for m in msgs {
+            let _ = s.handle(ms(t), Input::Received(m));
+            t += 1;
+        }
+        // Well-formed messages with arbitrary records, acks and nacks.
+        for (i, st) in states.iter().enumerate() {
+            let _ = s.handle(ms(t), local(Event::New, make_state(i as u32)));
+            let sections = vec![
+                Section::Update(vec![*st]),
+                Section::Delete(vec![wire::Delete { id: st.id, version: st.version }]),
+                Section::Ack(vec![SeqRange { first: seqs[i], last: seqs[i].wrapping_add(3) }]),
+                Section::Nack(vec![SeqRange { first: seqs[5 - i], last: seqs[5 - i].wrapping_add(100) }]),
+                Section::BulkRequest,
+            ];
+            let m = Repr { flags: FLAG_SEQ, node_id: 2, epoch: 3, seq: seqs[i], sections, skipped: 0 };
+            let _ = s.handle(ms(t), Input::Received(m.to_bytes(None)));
+            let _ = s.poll(ms(t + 300));
+            t += 301;
+        }
+        for _ in 0..50 {
+            match s.poll_at() {
+                Some(at) => { let _ = s.poll(at.max(ms(t))); t += 1; }
+                None => break,
+            }
+        }
+        proptest::prop_assert!(s.stats().window <= 4);
+    }
+}
+
+#[test]
+fn nack_for_an_evicted_seq_pushes_the_whole_table() {
+    let mut c = cfg(1);
+    c.window = 4;
+    let mut a = Sync::new(c, ms(0));
+    let _ = a.poll(ms(0));
+    let _ = a.handle(
+        ms(1),
+        Input::Received(peer_msg(1, FLAG_SEQ | FLAG_BULK, vec![Section::BulkEnd(0)])),
+    );
+    for n in 0..6 {
+        let _ = a.handle(ms(10 + n), local(Event::New, make_state(n as u32)));
+        let _ = a.poll(ms(12 + n));
+    }
+    assert_eq!(a.stats().window, 4);
+    assert_eq!(a.stats().window_evicted, 2);
+    // The peer ACKs the rest and NACKs our first message (seq 100), which we no longer have.
+    let m = peer_msg(
+        2,
+        0,
+        vec![
+            Section::Ack(vec![SeqRange {
+                first: 102,
+                last: 105,
+            }]),
+            Section::Nack(vec![SeqRange {
+                first: 100,
+                last: 100,
+            }]),
+        ],
+    );
+    let _ = a.handle(ms(30), Input::Received(m));
+    assert_eq!(a.stats().window, 0);
+    assert!(a.bulk_sending());
+    assert_eq!(a.stats().full_resyncs, 1);
+    let m = sent(&a.poll(ms(30)));
+    let n: usize = m
+        .iter()
+        .flat_map(|m| m.sections.iter())
+        .map(|x| match x {
+            Section::Update(v) => v.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(n, 6);
+    assert!(m.last().unwrap().sections.contains(&Section::BulkEnd(6)));
+}
+
+#[test]
+fn send_bulk_and_flushed() {
+    let mut a = ready(1);
+    let _ = a.handle(ms(10), local(Event::New, make_state(1)));
+    let _ = a.poll(ms(12));
+    let _ = a.handle(ms(20), Input::SendBulk);
+    let m = sent(&a.poll(ms(20)));
+    assert_eq!(m.len(), 2);
+    assert!(m.iter().all(|m| m.flags & FLAG_BULK != 0));
+    // Our table was flushed: the peer is told to clear our states, and we ask for its table.
+    let a2 = a.handle(ms(30), Input::Flushed);
+    let m = sent(&a2);
+    assert_eq!(m[0].sections, vec![Section::Clear(vec![1])]);
+    assert_eq!(m[1].sections, vec![Section::BulkRequest]);
+    assert!(a.is_empty());
+    assert!(a.bulk_pending());
+    assert!(!a.holding_demotion());
+}
+
+#[test]
+fn our_states_coming_back_in_a_bulk_stay_ours() {
+    let mut a = ready(1);
+    let mut b = ready(2);
+    let st = make_state(7);
+    let _ = a.handle(ms(100), local(Event::New, st));
+    let m = a.poll(ms(102));
+    let _ = deliver(&mut b, ms(103), &m);
+    let _ = b.handle(ms(110), Input::SendBulk);
+    let m = b.poll(ms(110));
+    let got = deliver(&mut a, ms(111), &m);
+    assert!(injected(&got).is_empty(), "{got:?}");
+    assert_eq!(a.state(st.id).unwrap().1, Origin::Local);
+    // So its later expiry here is still sent.
+    let _ = a.handle(ms(120), local(Event::Destroy, st));
+    let m = a.poll(ms(122));
+    let got = deliver(&mut b, ms(123), &m);
+    assert_eq!(
+        got.iter()
+            .filter(|x| matches!(x, Action::Remove(_)))
+            .count(),
+        1
+    );
+    assert!(b.is_empty());
+}
