@@ -148,13 +148,16 @@ fn wait_path(lab: &Lab, limit: Duration) -> anyhow::Result<()> {
     anyhow::bail!("no path client -> server after {limit:?}")
 }
 
+fn has_vip(lab: &Lab, fw: Node) -> bool {
+    lab.run(fw, &["ip", "-o", "addr", "show", "dev", "em0"])
+        .is_ok_and(|s| s.contains("192.168.1.1/24"))
+}
+
+/// fw1 holds the VIPs and fw2 does not (ucarp keeps a VIP on an unplugged node, so both count).
 fn master_on_fw1(lab: &Lab, which: &str) -> bool {
-    match which {
-        "tandem" => wait_carp(lab, Node::Fw1, "MASTER", Duration::from_millis(10)).is_ok(),
-        _ => lab
-            .run(Node::Fw1, &["ip", "-o", "addr", "show", "dev", "em0"])
-            .is_ok_and(|s| s.contains("192.168.1.1/24")),
-    }
+    let carp_ok = which != "tandem"
+        || wait_carp(lab, Node::Fw1, "MASTER", Duration::from_millis(10)).is_ok();
+    carp_ok && has_vip(lab, Node::Fw1) && !has_vip(lab, Node::Fw2)
 }
 
 fn pulls(lab: &Lab, which: &str) -> anyhow::Result<Vec<f64>> {
@@ -163,7 +166,10 @@ fn pulls(lab: &Lab, which: &str) -> anyhow::Result<Vec<f64>> {
         // fw1 must be master again before each pull.
         let t = std::time::Instant::now();
         while !master_on_fw1(lab, which) {
-            anyhow::ensure!(t.elapsed() < Duration::from_secs(20), "{which}: fw1 not master");
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(30),
+                "{which}: fw1 did not become the only master again"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_millis(1500));
