@@ -759,7 +759,14 @@ fn forwarded_tcp_flow_survives_reinjection_with_nat() {
     );
 
     // Re-inject the saved entry: the retransmission and everything after pass again.
-    let e = saved.clone();
+    // Like a sync peer that carries no window data: no wscale, no flags. `create` adds
+    // BE_LIBERAL; without it (checked by hand: pass `false` in `Writer::create`) the bulk
+    // transfer below stalls, because the kernel then judges windows with a scale of 0.
+    let e = Entry {
+        tcp_wscale: None,
+        tcp_flags: None,
+        ..saved.clone()
+    };
     router.block(move || async move {
         let ct = Conntrack::open().expect("open");
         ct.create(&e).await.expect("re-inject");
@@ -770,6 +777,16 @@ fn forwarded_tcp_flow_survives_reinjection_with_nat() {
         Some("two\n"),
         "the stalled line must get through after re-injection"
     );
+    // Bulk both ways after the pickup: the injected entry must track windows it never saw open.
+    let big = "x".repeat(256 * 1024);
+    for i in 0..8 {
+        let msg = format!("{i}{big}\n");
+        assert_eq!(
+            roundtrip(&msg, Duration::from_secs(3)).map(|l| l.len()),
+            Some(msg.len()),
+            "bulk round trip {i}"
+        );
+    }
     for i in 0..5 {
         let msg = format!("line {i}\n");
         assert_eq!(
