@@ -581,6 +581,24 @@ fn malformed_messages_error_and_never_panic() {
     );
 }
 
+proptest::proptest! {
+    #[test]
+    fn random_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+        let _ = codec::parse_entry(&bytes);
+        let _ = codec::parse_count(&bytes);
+        let mut out = VecDeque::new();
+        let _ = decode_events(&bytes, None, &mut out);
+    }
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send + Unpin>() {}
+    send_sync::<Conntrack>();
+    send::<tandem::sys::conntrack::EventStream>();
+}
+
 #[test]
 fn batch_create_rate_10k() {
     let ns = Netns::new("bench");

@@ -405,7 +405,7 @@ impl Conntrack {
             inner.next_seq(end - start);
             if let Err(e) = inner.send(&w.buf) {
                 for r in &mut results[start..end] {
-                    *r = Some(Err(Error::Io(io::Error::new(e.kind(), e.to_string()))));
+                    *r = Some(Err(Error::Io(copy_io(&e))));
                 }
                 start = end;
                 continue;
@@ -414,7 +414,7 @@ impl Conntrack {
             while pending > 0 {
                 if let Err(e) = inner.recv().await {
                     for r in results[start..end].iter_mut().filter(|r| r.is_none()) {
-                        *r = Some(Err(Error::Io(io::Error::new(e.kind(), e.to_string()))));
+                        *r = Some(Err(Error::Io(copy_io(&e))));
                     }
                     break;
                 }
@@ -512,6 +512,14 @@ impl Conntrack {
                 r => r,
             })
             .collect()
+    }
+}
+
+/// An `io::Error` for each of several failed requests, keeping the errno.
+fn copy_io(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 
