@@ -1,6 +1,7 @@
 //! Thin OS adapters: rtnetlink, nftables, raw sockets, sysctl, mounts, conntrack.
 pub mod announce;
 pub mod atomic;
+pub mod conntrack;
 pub mod netlink;
 pub mod nft;
 pub mod rawip;
