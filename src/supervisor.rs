@@ -27,6 +27,7 @@ use crate::actor::iface::{
     ApplyIfaceMsg, IfaceStatus, IfaceStatusMsg, Interface, LinkEventMsg, LinkRemovedMsg,
 };
 use crate::actor::nft::{self as nftactor, ApplyRulesetMsg, Kind, NftActor};
+use crate::actor::pfsync::{Pfsync, PfsyncLinkMsg, PfsyncSpec};
 use crate::actor::store::{
     CommitError, CommitMsg, Committed, ConfigStore, GetConfigMsg, SetMaintenanceMsg,
 };
@@ -111,6 +112,7 @@ pub struct Supervisor {
     hooks: Hooks,
     filter: Option<Child<NftActor>>,
     nat: Option<Child<NftActor>>,
+    pfsync: Option<(PfsyncSpec, Child<Pfsync>)>,
     /// Link state of devices as last published.
     links: BTreeMap<String, bool>,
     control: Option<Addr<Control>>,
@@ -139,6 +141,7 @@ impl Supervisor {
             demotion: Demotion::new(),
             filter: None,
             nat: None,
+            pfsync: None,
             hooks: Hooks::start(boot.lower_or_merged.join("usr/local/etc/rc.syshook.d/carp")),
             links: BTreeMap::new(),
             control: None,
@@ -210,6 +213,22 @@ impl Supervisor {
                 out.push((k, r));
             }
             out
+        }
+    }
+
+    /// Start, restart or stop state sync to match `config`.
+    fn apply_pfsync(&mut self, config: &Config, ctx: &mut Context<Self>) {
+        let wanted = pfsync_spec(config);
+        if self.pfsync.as_ref().map(|(s, _)| s) == wanted.as_ref() {
+            return;
+        }
+        if let Some((old, child)) = self.pfsync.take() {
+            tracing::info!(device = %old.device, "state sync settings changed; restarting it");
+            child.addr.do_send(StopMsg);
+        }
+        if let Some(spec) = wanted {
+            let addr = Pfsync::new(spec.clone(), ctx.address(), self.nl.clone()).start();
+            self.pfsync = Some((spec, Child::new("pfsync".into(), addr)));
         }
     }
 
@@ -306,6 +325,11 @@ impl Supervisor {
 
     fn on_bus(&mut self, msg: BusMsg) {
         if let BusMsg::LinkChanged { device, up, .. } = msg {
+            if let Some((spec, child)) = &self.pfsync
+                && spec.device == device
+            {
+                child.addr.do_send(PfsyncLinkMsg(up));
+            }
             self.links.insert(device.clone(), up);
             let mut is_carp_dev = false;
             for (spec, child) in self.carps.values() {
@@ -329,7 +353,7 @@ impl Supervisor {
         }
     }
 
-    fn watchdog(&mut self, _ctx: &mut Context<Self>) {
+    fn watchdog(&mut self, ctx: &mut Context<Self>) {
         if self.shutting_down {
             return;
         }
@@ -352,6 +376,11 @@ impl Supervisor {
         }
         if restarted_nft {
             actix_rt::spawn(self.apply_rulesets(self.config.clone()));
+        }
+        let me = ctx.address();
+        if let Some((spec, child)) = self.pfsync.as_mut() {
+            let (s, n) = (spec.clone(), nl.clone());
+            child.check(now, &bus, move || Pfsync::new(s, me, n).start());
         }
         let (hooks, total) = (self.hooks.clone(), self.demotion.total());
         for (spec, child) in self.carps.values_mut() {
@@ -383,7 +412,7 @@ impl Supervisor {
     }
 
     /// Route a committed config to the actors of the sections that changed.
-    fn route(&mut self, c: &Committed) {
+    fn route(&mut self, c: &Committed, ctx: &mut Context<Self>) {
         self.config = c.config.clone();
         self.revision = c.revision;
         let cfg = c.config.clone();
@@ -397,6 +426,9 @@ impl Supervisor {
             )
         }) {
             self.apply_carp(&cfg);
+        }
+        if c.sections.iter().any(|s| matches!(s.as_str(), "interfaces" | "hasync")) {
+            self.apply_pfsync(&cfg, ctx);
         }
         self.bus.publish(BusMsg::ConfigApplied {
             revision: c.revision,
@@ -428,6 +460,7 @@ impl Actor for Supervisor {
             tracing::info!("persistent CARP maintenance mode is on: demoted by 240");
         }
         self.apply_carp(&cfg);
+        self.apply_pfsync(&cfg, ctx);
         match netlink::monitor() {
             Ok(rx) => {
                 ctx.add_stream(tokio_stream_from(rx));
@@ -546,9 +579,9 @@ impl Handler<ApplyConfigMsg> for Supervisor {
                     .unwrap_or_else(|e| Err(CommitError::Io(format!("config store: {e}"))))
             }
             .into_actor(self)
-            .map(|res, act, _| {
+            .map(|res, act, ctx| {
                 let c = res?;
-                act.route(&c);
+                act.route(&c, ctx);
                 Ok(c)
             })
             .then(|res: Result<Committed, CommitError>, act, _| {
@@ -595,10 +628,10 @@ impl Handler<MaintenanceMsg> for Supervisor {
                     .unwrap_or_else(|e| Err(CommitError::Io(format!("config store: {e}"))))
             }
             .into_actor(self)
-            .map(|res, act, _| {
+            .map(|res, act, ctx| {
                 let c = res?;
                 Ok(c.map(|c| {
-                    act.route(&c);
+                    act.route(&c, ctx);
                     outcome(&c)
                 }))
             }),
@@ -701,6 +734,7 @@ impl Handler<ShutdownMsg> for Supervisor {
         let store = self.store.clone();
         let control = self.control.take();
         let carps: Vec<Addr<Carp>> = self.carps.values().map(|(_, c)| c.addr.clone()).collect();
+        let sync = self.pfsync.as_ref().map(|(_, c)| c.addr.clone());
         let tables: Vec<Addr<NftActor>> = [&self.filter, &self.nat]
             .into_iter()
             .flatten()
@@ -717,6 +751,9 @@ impl Handler<ShutdownMsg> for Supervisor {
                     .iter()
                     .map(|a| tokio::time::timeout(Duration::from_millis(800), a.send(StopMsg)));
                 futures::future::join_all(bows).await;
+                if let Some(a) = sync {
+                    let _ = tokio::time::timeout(Duration::from_millis(300), a.send(StopMsg)).await;
+                }
                 for a in tables {
                     let _ = tokio::time::timeout(Duration::from_millis(500), a.send(StopMsg)).await;
                 }
@@ -880,5 +917,33 @@ impl Handler<SetDemotionMsg> for Supervisor {
             self.demotion_changed();
         }
         self.demotion.total()
+    }
+}
+
+/// State sync settings from `hasync`: the pfsync interface's device and address, the peer, the key.
+pub fn pfsync_spec(config: &Config) -> Option<PfsyncSpec> {
+    let key = config.hasync.pfsync_interface.as_ref()?;
+    let iface = config.interface(key)?;
+    if iface.device.is_empty() {
+        return None;
+    }
+    Some(PfsyncSpec {
+        interface: key.clone(),
+        device: iface.device.clone(),
+        peer: config.hasync.pfsync_peer,
+        key: config.hasync.pfsync_key.clone().filter(|k| !k.is_empty()),
+        local: iface.ipv4.map(|(a, _)| a),
+    })
+}
+
+/// The pfsync actor, if state sync is configured.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<Pfsync>>")]
+pub struct PfsyncAddrMsg;
+
+impl Handler<PfsyncAddrMsg> for Supervisor {
+    type Result = MessageResult<PfsyncAddrMsg>;
+    fn handle(&mut self, _: PfsyncAddrMsg, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.pfsync.as_ref().map(|(_, c)| c.addr.clone()))
     }
 }

@@ -24,6 +24,10 @@ pub const METHODS: &[&str] = &[
     "carp.status",
     "carp.maintenance",
     "filter.ruleset",
+    "states.list",
+    "states.count",
+    "pfsync.status",
+    "pfsync.bulk",
     "nat.ruleset",
     "config.get",
     "config.apply",
@@ -120,6 +124,53 @@ async fn call(
                     RpcError::new(rpc::UNAVAILABLE, "the ruleset actor is not running")
                 })?;
             Ok(json!(st))
+        }
+        "pfsync.status" => {
+            let a = sup.send(crate::supervisor::PfsyncAddrMsg).await.map_err(mailbox)?;
+            match a {
+                Some(a) => a
+                    .send(crate::actor::pfsync::PfsyncStatusMsg)
+                    .await
+                    .map_err(mailbox),
+                None => Ok(json!({"enabled": false, "reason": "hasync/pfsyncinterface is not set"})),
+            }
+        }
+        "pfsync.bulk" => {
+            let a = sup
+                .send(crate::supervisor::PfsyncAddrMsg)
+                .await
+                .map_err(mailbox)?
+                .ok_or_else(|| RpcError::new(rpc::UNAVAILABLE, "state sync is not configured"))?;
+            a.send(crate::actor::pfsync::PfsyncBulkMsg).await.map_err(mailbox)?;
+            Ok(json!({"requested": true}))
+        }
+        "states.list" | "states.count" => {
+            let origins = match sup.send(crate::supervisor::PfsyncAddrMsg).await.map_err(mailbox)? {
+                Some(a) => a
+                    .send(crate::actor::pfsync::PfsyncOriginsMsg)
+                    .await
+                    .unwrap_or_default(),
+                None => Default::default(),
+            };
+            let count_only = method == "states.count";
+            let limit = if count_only {
+                0
+            } else {
+                p.u64("limit")?.unwrap_or(1000).min(1_000_000) as usize
+            };
+            let filter = p.str("filter")?.map(str::to_string);
+            let peer = origins
+                .values()
+                .filter(|(o, _)| *o == crate::proto::pfsync::Origin::Peer)
+                .count();
+            let (rows, total) = crate::actor::pfsync::states_list(origins, limit, filter)
+                .await
+                .map_err(|e| RpcError::new(rpc::APPLY_FAILED, e))?;
+            if count_only {
+                Ok(json!({"kernel": total, "synced_from_peer": peer}))
+            } else {
+                Ok(json!({"total": total, "states": rows}))
+            }
         }
         "config.get" => {
             let (cfg, rev) = sup.send(CurrentConfigMsg).await.map_err(mailbox)?;

@@ -1,0 +1,776 @@
+//! `Pfsync`: replicates the conntrack table to the peer over the sync link (IP protocol 240), and
+//! injects the peer's states into the kernel, on MASTER and BACKUP alike — the backup already has
+//! every state when it takes over. The protocol is the pure `proto::pfsync::Sync`; this actor turns
+//! its actions into conntrack requests and packets.
+//!
+//! ```text
+//!  ctnetlink events ──▶ Pfsync ──Send──▶ raw IP-240 socket ──▶ peer
+//!  raw IP-240 rx    ──▶ Pfsync ──Inject/Remove──▶ ctnetlink (batched)
+//!  Pfsync ──SetDemotionMsg("pfsync-bulk")──▶ supervisor (held until the boot-time bulk ends)
+//! ```
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::StopMsg;
+use crate::clock;
+use crate::proto::pfsync::{
+    Action, Config as SyncConfig, DropReason, Event, Input, L4Proto, NatMap, Origin, State, Sync,
+    TcpState, TcpWindow, Tuple,
+};
+use crate::supervisor::{SetDemotionMsg, Supervisor};
+use crate::sys::conntrack::{self, Conntrack, Entry, Tuple as CtTuple};
+use crate::sys::netlink;
+use crate::sys::rawip::RawIp;
+use crate::wire::ipv4 as wipv4;
+
+/// IP protocol number of the sync stream (pfsync's).
+pub const PROTO: i32 = 240;
+/// Multicast group used when no peer address is configured (pfsync's default).
+pub const MCAST: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 240);
+/// Demotion held while our boot-time bulk request is outstanding.
+pub const BULK_DEMOTION: u32 = 240;
+
+/// What the actor needs from the config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PfsyncSpec {
+    pub interface: String,
+    pub device: String,
+    /// Unicast peer, or None for 224.0.0.240.
+    pub peer: Option<IpAddr>,
+    pub key: Option<String>,
+    /// Our own address on the sync link (its low 32 bits are the node id).
+    pub local: Option<Ipv4Addr>,
+}
+
+impl PfsyncSpec {
+    pub fn node_id(&self) -> u32 {
+        match self.local {
+            Some(a) if u32::from(a) != 0 => u32::from(a),
+            _ => rand::random::<u32>() | 1,
+        }
+    }
+}
+
+/// Kernel-side counters the machine does not see.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KernelStats {
+    pub events: u64,
+    pub overruns: u64,
+    pub injected: u64,
+    pub inject_errors: u64,
+    pub removed: u64,
+    pub remove_errors: u64,
+    pub skipped_protocols: u64,
+    pub bad_ttl: u64,
+    pub send_errors: u64,
+    pub last_error: Option<String>,
+    pub last_bulk_unix: Option<u64>,
+}
+
+pub struct Pfsync {
+    spec: PfsyncSpec,
+    machine: Sync,
+    sup: Addr<Supervisor>,
+    nl: rtnetlink::Handle,
+    ct: Option<Rc<Conntrack>>,
+    sock: Option<Rc<RawIp>>,
+    ifindex: Option<u32>,
+    timer: Option<SpawnHandle>,
+    kstats: KernelStats,
+    /// Injections waiting for the current batch to go out.
+    inject_queue: Vec<Entry>,
+    inject_busy: bool,
+    stopping: bool,
+}
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn l4(proto: u8) -> Option<L4Proto> {
+    match proto {
+        6 => Some(L4Proto::Tcp),
+        17 => Some(L4Proto::Udp),
+        1 => Some(L4Proto::Icmp),
+        58 => Some(L4Proto::Icmpv6),
+        _ => None,
+    }
+}
+
+fn is_icmp(p: L4Proto) -> bool {
+    matches!(p, L4Proto::Icmp | L4Proto::Icmpv6)
+}
+
+fn to_tuple(t: &CtTuple, p: L4Proto) -> Tuple {
+    if is_icmp(p) {
+        Tuple::icmp(t.src, t.dst, t.icmp_type, t.icmp_code, t.icmp_id)
+    } else {
+        Tuple {
+            src: t.src,
+            dst: t.dst,
+            sport: t.sport,
+            dport: t.dport,
+        }
+    }
+}
+
+fn from_tuple(t: &Tuple, p: L4Proto) -> CtTuple {
+    let mut out = CtTuple {
+        src: t.src,
+        dst: t.dst,
+        proto: p.number(),
+        ..CtTuple::default()
+    };
+    if is_icmp(p) {
+        out.icmp_id = t.sport;
+        out.icmp_type = (t.dport >> 8) as u8;
+        out.icmp_code = (t.dport & 0xff) as u8;
+    } else {
+        out.sport = t.sport;
+        out.dport = t.dport;
+    }
+    out
+}
+
+/// A kernel entry as a sync state (`id`, `creator` and `version` are the machine's to fill).
+pub fn entry_to_state(e: &Entry) -> Option<State> {
+    let p = l4(e.orig.proto)?;
+    let nat = e.nat();
+    Some(State {
+        id: 0,
+        creator: 0,
+        version: 0,
+        proto: p,
+        orig: to_tuple(&e.orig, p),
+        reply: to_tuple(&e.reply, p),
+        snat: nat.snat.map(|(addr, port)| NatMap {
+            addr,
+            port: port.unwrap_or(e.reply.dport),
+        }),
+        dnat: nat.dnat.map(|(addr, port)| NatMap {
+            addr,
+            port: port.unwrap_or(e.reply.sport),
+        }),
+        status: e.status,
+        tcp_state: e
+            .tcp_state
+            .and_then(|s| TcpState::ALL.into_iter().find(|t| *t as u8 == s))
+            .unwrap_or(TcpState::None),
+        tcp_window: match (e.tcp_wscale, e.tcp_flags) {
+            (Some((wo, wr)), Some((fo, fr))) => Some(TcpWindow {
+                wscale_orig: wo,
+                wscale_reply: wr,
+                flags_orig: fo,
+                flags_reply: fr,
+            }),
+            (Some((wo, wr)), None) => Some(TcpWindow {
+                wscale_orig: wo,
+                wscale_reply: wr,
+                flags_orig: 0,
+                flags_reply: 0,
+            }),
+            _ => None,
+        },
+        timeout: e.timeout,
+        mark: e.mark,
+        zone: e.zone,
+    })
+}
+
+/// A sync state as a kernel entry to inject.
+pub fn state_to_entry(s: &State) -> Entry {
+    let tcp = s.proto == L4Proto::Tcp;
+    Entry {
+        orig: from_tuple(&s.orig, s.proto),
+        reply: from_tuple(&s.reply, s.proto),
+        status: s.status,
+        tcp_state: tcp.then_some(s.tcp_state as u8),
+        tcp_flags: if tcp {
+            s.tcp_window.map(|w| (w.flags_orig, w.flags_reply))
+        } else {
+            None
+        },
+        tcp_wscale: if tcp {
+            s.tcp_window.map(|w| (w.wscale_orig, w.wscale_reply))
+        } else {
+            None
+        },
+        timeout: s.timeout.max(1),
+        mark: s.mark,
+        zone: s.zone,
+        id: None,
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct OpenedMsg(Result<(Conntrack, conntrack::EventStream, RawIp, u32, bool), String>);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RxMsg(Vec<u8>);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct DumpMsg(Result<Vec<Entry>, String>);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct InjectedMsg(Vec<String>, usize);
+
+impl Pfsync {
+    pub fn new(spec: PfsyncSpec, sup: Addr<Supervisor>, nl: rtnetlink::Handle) -> Pfsync {
+        let mut cfg = SyncConfig::new(spec.node_id());
+        if let Some(k) = &spec.key {
+            cfg = cfg.with_key(k.as_bytes());
+        }
+        cfg.epoch = rand::random();
+        cfg.seq_seed = rand::random();
+        cfg.clock_seed = unix_micros();
+        if spec.key.is_none() {
+            tracing::warn!(
+                interface = %spec.interface,
+                "state sync runs WITHOUT authentication: set hasync/pfsynckey on both nodes"
+            );
+        }
+        Pfsync {
+            machine: Sync::new(cfg, clock::now()),
+            spec,
+            sup,
+            nl,
+            ct: None,
+            sock: None,
+            ifindex: None,
+            timer: None,
+            kstats: KernelStats::default(),
+            inject_queue: Vec::new(),
+            inject_busy: false,
+            stopping: false,
+        }
+    }
+
+    fn feed(&mut self, input: Input, ctx: &mut Context<Self>) {
+        let a = self.machine.handle(clock::now(), input);
+        self.run(a, ctx);
+    }
+
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        self.timer = None;
+        let a = self.machine.poll(clock::now());
+        self.run(a, ctx);
+    }
+
+    fn rearm(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.timer.take() {
+            ctx.cancel_future(h);
+        }
+        if let Some(at) = self.machine.poll_at() {
+            self.timer = Some(ctx.run_later(clock::until(at), |a, ctx| a.poll(ctx)));
+        }
+    }
+
+    fn dst(&self) -> IpAddr {
+        self.spec.peer.unwrap_or(IpAddr::V4(MCAST))
+    }
+
+    fn run(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
+        for a in actions {
+            match a {
+                Action::Send(bytes) => self.send(bytes),
+                Action::Inject(state) => self.inject_queue.push(state_to_entry(&state)),
+                Action::Remove(state) => self.remove(vec![state]),
+                Action::ClearPeer(creator) => {
+                    let gone: Vec<State> = self
+                        .machine
+                        .states()
+                        .filter(|(s, o)| *o == Origin::Peer && s.creator == creator)
+                        .map(|(s, _)| s.clone())
+                        .collect();
+                    tracing::info!(creator, states = gone.len(), "peer cleared its states");
+                    self.remove(gone);
+                }
+                Action::BulkDone => {
+                    self.kstats.last_bulk_unix = Some(unix_micros() / 1_000_000);
+                    tracing::info!(states = self.machine.len(), "bulk update from the peer complete");
+                }
+                Action::DemotionHold(on) => {
+                    tracing::info!(
+                        "{} the pfsync-bulk demotion (+{BULK_DEMOTION})",
+                        if on { "holding" } else { "releasing" }
+                    );
+                    self.sup.do_send(SetDemotionMsg {
+                        name: "pfsync-bulk".into(),
+                        value: on.then_some(BULK_DEMOTION),
+                        timeout: Some(Duration::from_secs(12)),
+                    });
+                }
+            }
+        }
+        self.flush_injections(ctx);
+        if !self.stopping {
+            self.rearm(ctx);
+        }
+    }
+
+    fn send(&mut self, bytes: Vec<u8>) {
+        let (Some(sock), Some(ifindex)) = (self.sock.clone(), self.ifindex) else {
+            return;
+        };
+        let dst = self.dst();
+        actix_rt::spawn(async move {
+            if let Err(e) = sock.send_to(&bytes, dst, ifindex).await {
+                tracing::debug!(%dst, "pfsync send failed: {e}");
+            }
+        });
+    }
+
+    /// Inject the queued entries in one pipelined batch; more queue up meanwhile.
+    fn flush_injections(&mut self, ctx: &mut Context<Self>) {
+        if self.inject_busy || self.inject_queue.is_empty() {
+            return;
+        }
+        let Some(ct) = self.ct.clone() else { return };
+        let batch = std::mem::take(&mut self.inject_queue);
+        self.inject_busy = true;
+        let addr = ctx.address();
+        actix_rt::spawn(async move {
+            let n = batch.len();
+            let res = ct.upsert_batch(&batch).await;
+            let errors: Vec<String> = res
+                .into_iter()
+                .zip(batch.iter())
+                .filter_map(|(r, e)| r.err().map(|err| format!("{:?}: {err}", e.orig)))
+                .collect();
+            addr.do_send(InjectedMsg(errors, n));
+        });
+    }
+
+    fn remove(&mut self, states: Vec<State>) {
+        let Some(ct) = self.ct.clone() else { return };
+        if states.is_empty() {
+            return;
+        }
+        let keys: Vec<(CtTuple, u16)> = states
+            .iter()
+            .map(|s| (from_tuple(&s.orig, s.proto), s.zone))
+            .collect();
+        self.kstats.removed += keys.len() as u64;
+        actix_rt::spawn(async move {
+            let res = ct.delete_batch(&keys).await;
+            let bad = res.iter().filter(|r| r.is_err()).count();
+            if bad > 0 {
+                tracing::debug!(bad, "some peer states could not be removed");
+            }
+        });
+    }
+
+    fn open(&mut self, ctx: &mut Context<Self>) {
+        let spec = self.spec.clone();
+        let nl = self.nl.clone();
+        let addr = ctx.address();
+        actix_rt::spawn(async move {
+            let r = async {
+                let link = netlink::link_by_name(&nl, &spec.device)
+                    .await
+                    .map_err(|e| format!("looking up {}: {e}", spec.device))?
+                    .ok_or_else(|| format!("sync device {} does not exist", spec.device))?;
+                let ct = Conntrack::open().map_err(|e| format!("ctnetlink: {e}"))?;
+                let mut events = conntrack::subscribe().map_err(|e| format!("ctnetlink events: {e}"))?;
+                events.ignore_portid(ct.portid());
+                let group = match spec.peer {
+                    None => Some(MCAST),
+                    Some(_) => None,
+                };
+                let sock = RawIp::open_v4(PROTO, &spec.device, link.index, group)
+                    .map_err(|e| format!("sync socket on {}: {e}", spec.device))?;
+                Ok((ct, events, sock, link.index, link.is_up()))
+            }
+            .await;
+            addr.do_send(OpenedMsg(r));
+        });
+    }
+
+    fn status(&self) -> Value {
+        let st = self.machine.stats();
+        json!({
+            "interface": self.spec.interface,
+            "device": self.spec.device,
+            "peer": self.dst().to_string(),
+            "node_id": self.machine.config().node_id,
+            "authenticated": self.spec.key.is_some(),
+            "states": self.machine.len(),
+            "holding_demotion": self.machine.holding_demotion(),
+            "bulk_pending": self.machine.bulk_pending(),
+            "bulk_sending": self.machine.bulk_sending(),
+            "link_up": self.machine.link_up(),
+            "stats": st,
+            "kernel": self.kstats,
+        })
+    }
+}
+
+impl Actor for Pfsync {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.open(ctx);
+    }
+}
+
+impl Handler<OpenedMsg> for Pfsync {
+    type Result = ();
+    fn handle(&mut self, m: OpenedMsg, ctx: &mut Context<Self>) {
+        match m.0 {
+            Ok((ct, events, sock, ifindex, up)) => {
+                let ct = Rc::new(ct);
+                let sock = Rc::new(sock);
+                self.ifindex = Some(ifindex);
+                self.ct = Some(ct.clone());
+                self.sock = Some(sock.clone());
+                ctx.add_stream(events);
+                // rx task
+                let addr = ctx.address();
+                actix_rt::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        match sock.recv(&mut buf).await {
+                            Ok(r) => {
+                                if addr.try_send(RxMsg(buf[..r.len.min(buf.len())].to_vec())).is_err()
+                                    && !addr.connected()
+                                {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!("pfsync receive failed: {e}");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                if !addr.connected() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+                // Our current table, then start syncing.
+                let addr = ctx.address();
+                actix_rt::spawn(async move {
+                    let r = ct.dump().await.map_err(|e| e.to_string());
+                    addr.do_send(DumpMsg(r));
+                });
+                tracing::info!(device = %self.spec.device, peer = %self.dst(), "state sync started");
+                if up {
+                    self.feed(Input::LinkUp, ctx);
+                } else {
+                    self.rearm(ctx);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("state sync not started: {e}; retrying");
+                self.kstats.last_error = Some(e);
+                ctx.run_later(Duration::from_secs(2), |a, ctx| a.open(ctx));
+            }
+        }
+    }
+}
+
+impl Handler<DumpMsg> for Pfsync {
+    type Result = ();
+    fn handle(&mut self, m: DumpMsg, ctx: &mut Context<Self>) {
+        match m.0 {
+            Ok(entries) => {
+                let mut actions = Vec::new();
+                let now = clock::now();
+                for e in &entries {
+                    // A state the machine learned from the peer stays the peer's.
+                    if let Some(state) = entry_to_state(e) {
+                        let id = State::compute_id(state.proto, &state.orig, state.zone);
+                        if self
+                            .machine
+                            .state(id)
+                            .is_some_and(|(_, o)| o == Origin::Peer)
+                        {
+                            continue;
+                        }
+                        actions.extend(self.machine.handle(
+                            now,
+                            Input::Local {
+                                event: Event::Update,
+                                state,
+                                origin: Origin::Local,
+                            },
+                        ));
+                    }
+                }
+                self.run(actions, ctx);
+            }
+            Err(e) => {
+                tracing::warn!("conntrack dump failed: {e}");
+                self.kstats.last_error = Some(e);
+            }
+        }
+    }
+}
+
+impl StreamHandler<conntrack::Event> for Pfsync {
+    fn handle(&mut self, ev: conntrack::Event, ctx: &mut Context<Self>) {
+        self.kstats.events += 1;
+        let (event, entry) = match ev {
+            conntrack::Event::New(e) => (Event::New, e),
+            conntrack::Event::Update(e) => (Event::Update, e),
+            conntrack::Event::Destroy(e) => (Event::Destroy, e),
+            conntrack::Event::Overrun => {
+                self.kstats.overruns += 1;
+                tracing::warn!("conntrack events overran; resyncing from a dump");
+                if let Some(ct) = self.ct.clone() {
+                    let addr = ctx.address();
+                    actix_rt::spawn(async move {
+                        let r = ct.dump().await.map_err(|e| e.to_string());
+                        addr.do_send(DumpMsg(r));
+                    });
+                }
+                return;
+            }
+        };
+        let Some(state) = entry_to_state(&entry) else {
+            self.kstats.skipped_protocols += 1;
+            return;
+        };
+        self.feed(
+            Input::Local {
+                event,
+                state,
+                origin: Origin::Local,
+            },
+            ctx,
+        );
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        tracing::error!("conntrack event stream ended; local states are no longer synced");
+    }
+}
+
+impl Handler<RxMsg> for Pfsync {
+    type Result = ();
+    fn handle(&mut self, m: RxMsg, ctx: &mut Context<Self>) {
+        match wipv4::parse_header(&m.0) {
+            Ok((h, payload)) if h.ttl == 255 => {
+                let p = payload.to_vec();
+                self.feed(Input::Received(p), ctx);
+            }
+            Ok(_) => {
+                self.kstats.bad_ttl += 1;
+            }
+            Err(_) => self.machine.count_drop(DropReason::Truncated),
+        }
+    }
+}
+
+impl Handler<InjectedMsg> for Pfsync {
+    type Result = ();
+    fn handle(&mut self, m: InjectedMsg, ctx: &mut Context<Self>) {
+        self.inject_busy = false;
+        let bad = m.0.len();
+        self.kstats.injected += (m.1 - bad) as u64;
+        self.kstats.inject_errors += bad as u64;
+        if let Some(first) = m.0.first() {
+            tracing::warn!(failed = bad, of = m.1, "injecting peer states failed, e.g. {first}");
+            self.kstats.last_error = Some(first.clone());
+        }
+        self.flush_injections(ctx);
+    }
+}
+
+/// The sync link's carrier changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PfsyncLinkMsg(pub bool);
+
+impl Handler<PfsyncLinkMsg> for Pfsync {
+    type Result = ();
+    fn handle(&mut self, m: PfsyncLinkMsg, ctx: &mut Context<Self>) {
+        if self.ct.is_some() {
+            self.feed(if m.0 { Input::LinkUp } else { Input::LinkDown }, ctx);
+        }
+    }
+}
+
+/// `pfsync.status`.
+#[derive(Message)]
+#[rtype(result = "Value")]
+pub struct PfsyncStatusMsg;
+
+impl Handler<PfsyncStatusMsg> for Pfsync {
+    type Result = MessageResult<PfsyncStatusMsg>;
+    fn handle(&mut self, _: PfsyncStatusMsg, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.status())
+    }
+}
+
+/// Origins of the states the machine knows, by state id (for `states.list`).
+#[derive(Message)]
+#[rtype(result = "HashMap<u64, (Origin, u32)>")]
+pub struct PfsyncOriginsMsg;
+
+impl Handler<PfsyncOriginsMsg> for Pfsync {
+    type Result = MessageResult<PfsyncOriginsMsg>;
+    fn handle(&mut self, _: PfsyncOriginsMsg, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.machine
+                .states()
+                .map(|(s, o)| (s.id, (o, s.creator)))
+                .collect(),
+        )
+    }
+}
+
+/// Ask the peer for its whole table now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PfsyncBulkMsg;
+
+impl Handler<PfsyncBulkMsg> for Pfsync {
+    type Result = ();
+    fn handle(&mut self, _: PfsyncBulkMsg, ctx: &mut Context<Self>) {
+        self.feed(Input::RequestBulk, ctx);
+    }
+}
+
+impl Handler<StopMsg> for Pfsync {
+    type Result = ();
+    fn handle(&mut self, _: StopMsg, ctx: &mut Context<Self>) {
+        self.stopping = true;
+        // Injected states stay in the kernel: they are what keeps sessions alive.
+        ctx.stop();
+    }
+}
+
+/// One row of `states.list` (OPNsense's "States Dump").
+#[derive(Clone, Debug, Serialize)]
+pub struct StateRow {
+    pub proto: String,
+    pub orig: String,
+    pub reply: String,
+    pub nat: Option<String>,
+    pub tcp_state: Option<String>,
+    pub timeout: u32,
+    pub mark: u32,
+    pub origin: Origin,
+}
+
+fn fmt_tuple(t: &CtTuple) -> String {
+    let host = |a: &IpAddr| match a {
+        IpAddr::V6(v) => format!("[{v}]"),
+        v => v.to_string(),
+    };
+    if t.proto == 1 || t.proto == 58 {
+        format!(
+            "{} -> {} type {} code {} id {}",
+            t.src, t.dst, t.icmp_type, t.icmp_code, t.icmp_id
+        )
+    } else {
+        format!(
+            "{}:{} -> {}:{}",
+            host(&t.src),
+            t.sport,
+            host(&t.dst),
+            t.dport
+        )
+    }
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        n => n.to_string(),
+    }
+}
+
+fn tcp_name(s: u8) -> &'static str {
+    match TcpState::ALL.into_iter().find(|t| *t as u8 == s) {
+        Some(TcpState::SynSent) => "SYN_SENT",
+        Some(TcpState::SynRecv) => "SYN_RECV",
+        Some(TcpState::Established) => "ESTABLISHED",
+        Some(TcpState::FinWait) => "FIN_WAIT",
+        Some(TcpState::CloseWait) => "CLOSE_WAIT",
+        Some(TcpState::LastAck) => "LAST_ACK",
+        Some(TcpState::TimeWait) => "TIME_WAIT",
+        Some(TcpState::Close) => "CLOSE",
+        Some(TcpState::SynSent2) => "SYN_SENT2",
+        _ => "NONE",
+    }
+}
+
+/// The kernel's state table as rows, newest knowledge of origin from the sync machine.
+/// `filter` matches a substring of the row's text; `limit` caps the rows.
+pub async fn states_list(
+    origins: HashMap<u64, (Origin, u32)>,
+    limit: usize,
+    filter: Option<String>,
+) -> Result<(Vec<StateRow>, usize), String> {
+    let ct = Conntrack::open().map_err(|e| format!("ctnetlink: {e}"))?;
+    let entries = ct.dump().await.map_err(|e| e.to_string())?;
+    let total = entries.len();
+    let mut rows = Vec::new();
+    for e in &entries {
+        let origin = entry_to_state(e)
+            .map(|s| State::compute_id(s.proto, &s.orig, s.zone))
+            .and_then(|id| origins.get(&id).map(|(o, _)| *o))
+            .unwrap_or(Origin::Local);
+        let nat = e.nat();
+        let nat_text = match (nat.snat, nat.dnat) {
+            (None, None) => None,
+            (s, d) => Some(
+                [
+                    s.map(|(a, p)| format!("snat {a}{}", p.map(|p| format!(":{p}")).unwrap_or_default())),
+                    d.map(|(a, p)| format!("dnat {a}{}", p.map(|p| format!(":{p}")).unwrap_or_default())),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", "),
+            ),
+        };
+        let row = StateRow {
+            proto: proto_name(e.orig.proto),
+            orig: fmt_tuple(&e.orig),
+            reply: fmt_tuple(&e.reply),
+            nat: nat_text,
+            tcp_state: e.tcp_state.map(|s| tcp_name(s).to_string()),
+            timeout: e.timeout,
+            mark: e.mark,
+            origin,
+        };
+        if let Some(f) = &filter {
+            let text = format!(
+                "{} {} {} {} {:?}",
+                row.proto,
+                row.orig,
+                row.reply,
+                row.nat.clone().unwrap_or_default(),
+                row.origin
+            )
+            .to_lowercase();
+            if !text.contains(&f.to_lowercase()) {
+                continue;
+            }
+        }
+        if rows.len() < limit {
+            rows.push(row);
+        }
+    }
+    Ok((rows, total))
+}
