@@ -1,0 +1,224 @@
+//! State sync in the lab — the how-to's test: a session through the master survives pulling the
+//! master's plug because the backup already holds its (NAT) state; without sync it stalls.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::labutil::*;
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use tandem::lab::{Lab, LabGuard, LabOptions, Node};
+
+fn script(name: &str) -> String {
+    common::repo_file(&format!("tests/scripts/{name}"))
+        .display()
+        .to_string()
+}
+
+/// The TCP+UDP echo server on the WAN side.
+fn echo_server(l: &Lab, port: u16) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", &l.ns(Node::Server), "python3", &script("echo_server.py"), &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `sessions.py` in the client namespace; its JSON result comes back on wait.
+fn sessions(l: &Lab, port: u16, n: u32, secs: u32, udp: bool) -> Child {
+    let mut args = vec![
+        "netns".to_string(),
+        "exec".into(),
+        l.ns(Node::Client),
+        "python3".into(),
+        script("sessions.py"),
+        "172.18.0.250".into(),
+        port.to_string(),
+        n.to_string(),
+        secs.to_string(),
+    ];
+    if udp {
+        args.push("--udp".into());
+    }
+    Command::new("ip")
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn result(c: Child) -> (bool, Value) {
+    let out = c.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = text
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| json!({"raw": text, "stderr": String::from_utf8_lossy(&out.stderr)}));
+    (out.status.success(), v)
+}
+
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// fw2's kernel table entries for connections to `port` (conntrack -L in its namespace).
+fn fw2_conntrack(l: &Lab, port: u16) -> Vec<String> {
+    l.run(Node::Fw2, &["conntrack", "-L"])
+        .unwrap_or_default()
+        .lines()
+        .filter(|x| x.contains(&format!("dport={port} ")))
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "{what}: not after {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ssh_like_session_survives_pulling_the_masters_plug() {
+    let l = lab("s", default_opts());
+    settled_pair(&l);
+    let _srv = KillOnDrop(echo_server(&l, 7000));
+    std::thread::sleep(Duration::from_millis(300));
+    let client = sessions(&l, 7000, 1, 12, false);
+    // Before the plug is pulled, fw2's kernel already holds the session's NAT state.
+    wait_until("NAT state on fw2", Duration::from_secs(5), || {
+        fw2_conntrack(&l, 7000)
+            .iter()
+            .any(|e| e.contains("ESTABLISHED") && e.contains("dst=172.18.0.100"))
+    });
+    let listed = l
+        .ctl(Node::Fw2, "states.list", json!({"filter": ":7000"}))
+        .unwrap();
+    let rows = listed["states"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert_eq!(rows[0]["origin"], "peer");
+    assert_eq!(rows[0]["nat"], "snat 172.18.0.100");
+    assert_eq!(rows[0]["tcp_state"], "ESTABLISHED");
+    std::thread::sleep(Duration::from_secs(2));
+    l.pull_plug(Node::Fw1).unwrap();
+    let (ok, v) = result(client);
+    assert!(ok, "session broke across the failover: {v}");
+    assert_eq!(v["missing"], 0, "{v}");
+    assert!(v["maxgap_s"].as_f64().unwrap() < 4.5, "{v}");
+    assert!(all_in(&l, Node::Fw2, "MASTER", 2));
+    eprintln!("session across failover: {v}");
+}
+
+fn without_sync(path: &PathBuf, dir: &std::path::Path, name: &str) -> PathBuf {
+    let xml = std::fs::read_to_string(path).unwrap();
+    assert!(xml.contains("<pfsyncinterface>opt1</pfsyncinterface>"));
+    let p = dir.join(name);
+    std::fs::write(&p, xml.replace("<pfsyncinterface>opt1</pfsyncinterface>", "<pfsyncinterface/>")).unwrap();
+    p
+}
+
+#[test]
+fn without_state_sync_the_session_stalls() {
+    let base = default_opts();
+    let dir = common::TempDir::new("ns");
+    let m = without_sync(&base.master_config, &dir.0, "m.xml");
+    let b = without_sync(&base.backup_config, &dir.0, "b.xml");
+    let l = lab("o", LabOptions { master_config: m, backup_config: b, ..base });
+    settled_pair(&l);
+    assert_eq!(l.ctl(Node::Fw2, "pfsync.status", json!({})).unwrap()["enabled"], false);
+    let _srv = KillOnDrop(echo_server(&l, 7000));
+    std::thread::sleep(Duration::from_millis(300));
+    let client = sessions(&l, 7000, 1, 10, false);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(fw2_conntrack(&l, 7000).is_empty(), "fw2 has the state without sync?");
+    l.pull_plug(Node::Fw1).unwrap();
+    let (ok, v) = result(client);
+    // pf semantics (tcp_loose=0, state only from a SYN): fw2 drops the mid-stream packets.
+    assert!(!ok, "the session survived without state sync — mid-stream pickup is on? {v}");
+    assert!(v["missing"].as_u64().unwrap_or(0) > 0 || !v["problems"].as_array().unwrap().is_empty(), "{v}");
+}
+
+#[test]
+fn thousand_sessions_udp_and_icmp_survive_failover_and_the_move_back() {
+    let l = lab("t", default_opts());
+    settled_pair(&l);
+    let _srv = KillOnDrop(echo_server(&l, 7000));
+    std::thread::sleep(Duration::from_millis(300));
+    let tcp = sessions(&l, 7000, 1000, 40, false);
+    let udp = sessions(&l, 7000, 1, 14, true);
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &l.ns(Node::Client), "ping", "-n", "-i", "0.1", "-c", "140", "172.18.0.250"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("1000 states on fw2", Duration::from_secs(20), || {
+        fw2_conntrack(&l, 7000).iter().filter(|e| e.contains("ESTABLISHED")).count() >= 1000
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    l.pull_plug(Node::Fw1).unwrap();
+    wait_all(&l, Node::Fw2, "MASTER", 2, Duration::from_secs(6));
+    let (ok, v) = result(udp);
+    assert!(ok, "udp flow: {v}");
+    let out = ping.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last_replies = text.lines().filter(|x| x.contains("bytes from")).count();
+    assert!(last_replies > 60, "icmp stream did not resume: {text}");
+    assert!(text.lines().rev().take(8).any(|x| x.contains("icmp_seq=13")), "no reply at the end: {text}");
+
+    // fw1 comes back with an empty table and a restarted daemon: it must bulk-sync before it
+    // takes MASTER back (the pfsync-bulk demotion holds it), and every session lives on.
+    l.stop_node(Node::Fw1, Signal::SIGTERM).unwrap();
+    l.run(Node::Fw1, &["conntrack", "-F"]).unwrap();
+    l.restore_plug(Node::Fw1).unwrap();
+    l.start_node(Node::Fw1).unwrap();
+    wait_all(&l, Node::Fw1, "MASTER", 2, Duration::from_secs(20));
+    let st = l.ctl(Node::Fw1, "pfsync.status", json!({})).unwrap();
+    assert!(st["kernel"]["last_bulk_unix"].is_number(), "fw1 took MASTER without a bulk: {st}");
+    let count = l.ctl(Node::Fw1, "states.count", json!({})).unwrap();
+    assert!(count["kernel"].as_u64().unwrap() >= 1000, "{count}");
+    let (ok, v) = result(tcp);
+    assert!(ok, "sessions broke: {v}");
+    assert_eq!(v["connections"], 1000);
+    eprintln!("1000 sessions across failover and back: {v}");
+}
+
+#[test]
+fn wrong_pfsync_key_injects_nothing() {
+    let base = default_opts();
+    let dir = common::TempDir::new("wk");
+    let keyed = |src: &PathBuf, key: &str, name: &str| {
+        let xml = std::fs::read_to_string(src).unwrap().replacen(
+            "<pfsyncinterface>opt1</pfsyncinterface>",
+            &format!("<pfsyncinterface>opt1</pfsyncinterface><pfsynckey>{key}</pfsynckey>"),
+            1,
+        );
+        let p = dir.0.join(name);
+        std::fs::write(&p, xml).unwrap();
+        p
+    };
+    let m = keyed(&base.master_config, "right-key", "m.xml");
+    let b = keyed(&base.backup_config, "wrong-key", "b.xml");
+    let l = LabGuard(Lab::up(&prefix("k"), LabOptions { master_config: m, backup_config: b, ..base }).unwrap());
+    settled_pair(&l);
+    let _srv = KillOnDrop(echo_server(&l, 7000));
+    std::thread::sleep(Duration::from_millis(300));
+    let client = sessions(&l, 7000, 1, 3, false);
+    let (ok, v) = result(client);
+    assert!(ok, "{v}");
+    let st = l.ctl(Node::Fw2, "pfsync.status", json!({})).unwrap();
+    assert_eq!(st["authenticated"], true);
+    assert!(st["stats"]["bad_mac"].as_u64().unwrap() >= 1, "{st}");
+    assert_eq!(st["kernel"]["injected"], 0, "{st}");
+    assert!(fw2_conntrack(&l, 7000).is_empty());
+}
