@@ -183,11 +183,22 @@ fn plugin_gets_every_transition_in_order_and_a_stuck_plugin_blocks_nothing() {
     write_plugin(&dir.0, "evt", EVT_TOML, "evt.py", EVT_PY);
     write_plugin(&dir.0, "noread", NOREAD_TOML, "noread.py", NOREAD_PY);
     settled_pair(&l);
+    // fw1 also runs the shipped carp-notify, logging to a file and running a command.
+    let out = TempDir::new("peo");
+    let notify_cfg = format!(
+        "<log>{0}/carp.log</log><command>echo \"$CARP_SUBSYSTEM $CARP_FROM $CARP_TO\" &gt;&gt; {0}/cmd.log</command>",
+        out.0.display()
+    );
     for fw in Node::FIREWALLS {
-        enable(&l, fw, &[&dir.0], &[("evt", ""), ("noread", "")]);
+        let mut on = vec![("evt", ""), ("noread", "")];
+        if fw == Node::Fw1 {
+            on.push(("carp-notify", notify_cfg.as_str()));
+        }
+        enable(&l, fw, &[&dir.0], &on);
         wait_running(&l, fw, "evt");
         wait_running(&l, fw, "noread");
     }
+    wait_running(&l, Node::Fw1, "carp-notify");
 
     // Fill noread's queue: link flaps of the sync link (em2 carries no VHID).
     let flaps = l.node_dir(Node::Fw1).join("flaps.batch");
@@ -262,6 +273,39 @@ fn plugin_gets_every_transition_in_order_and_a_stuck_plugin_blocks_nothing() {
             "{c}"
         );
     }
+
+    // carp-notify logged each transition and ran its command for each, in order.
+    let mut notified = String::new();
+    wait_for(
+        "carp-notify ran its command 4 times",
+        Duration::from_secs(10),
+        || {
+            notified = std::fs::read_to_string(out.0.join("cmd.log")).unwrap_or_default();
+            notified.lines().count() >= 4
+        },
+    );
+    let cmd: Vec<&str> = notified.lines().collect();
+    let mut first = cmd[..2].to_vec();
+    first.sort();
+    let mut second = cmd[2..].to_vec();
+    second.sort();
+    assert_eq!(
+        first,
+        ["1@em1 MASTER BACKUP", "3@em0 MASTER BACKUP"],
+        "{cmd:?}"
+    );
+    assert_eq!(
+        second,
+        ["1@em1 BACKUP MASTER", "3@em0 BACKUP MASTER"],
+        "{cmd:?}"
+    );
+    let logged = std::fs::read_to_string(out.0.join("carp.log")).unwrap();
+    assert_eq!(logged.lines().count(), 4, "{logged}");
+    assert!(
+        logged.lines().next().unwrap().contains("MASTER -> BACKUP"),
+        "{logged}"
+    );
+    assert_eq!(plugin(&l, Node::Fw1, "carp-notify")["dropped"], 0);
 
     // evt lost nothing; noread dropped and still runs (nothing killed it, nothing waited on it).
     let evt = plugin(&l, Node::Fw1, "evt");

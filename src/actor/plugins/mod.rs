@@ -260,6 +260,8 @@ impl Plugins {
             }
             self.checks.remove(&check_key(&name));
         }
+        // A disabled plugin's failing health check no longer counts.
+        self.evaluate();
         for (name, entry) in wanted {
             let manifest = self.load(&name);
             match self.slots.get_mut(&name) {
