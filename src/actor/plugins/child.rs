@@ -321,10 +321,11 @@ async fn read_lines(
                     tracing::warn!(plugin = %name, stream = which, suppressed, "plugin output rate limited");
                     suppressed = 0;
                 }
+                let more = if cut { " [line cut]" } else { "" };
                 if garbage {
-                    tracing::warn!(plugin = %name, stream = which, cut, "plugin wrote garbage: {text}");
+                    tracing::warn!(plugin = %name, stream = which, "plugin wrote garbage: {text}{more}");
                 } else {
-                    tracing::info!(plugin = %name, stream = which, cut, "{text}");
+                    tracing::info!(plugin = %name, stream = which, "{text}{more}");
                 }
             } else {
                 suppressed += 1;
