@@ -298,6 +298,16 @@ impl PluginsCfg {
     }
 }
 
+/// The `<plugin>` element of plugin `name` in config.xml: the part a config sync copies to the
+/// peer when the plugin's `sync_id` is in `hasync/syncitems`.
+pub fn plugin_element<'a>(cfg: &'a Config, name: &str) -> Option<&'a Element> {
+    cfg.doc
+        .root()
+        .at("tandem/plugins")?
+        .children_named("plugin")
+        .find(|p| p.child_text("name").as_deref() == Some(name))
+}
+
 /// An element as JSON: with child elements an object (a name seen twice becomes an array), else
 /// its text as a string.
 pub fn element_json(e: &Element) -> Value {
@@ -426,6 +436,9 @@ interval = 2
             serde_json::json!({"log": "/tmp/a.log", "to": ["x@y", "z@y"], "n": {"m": "1"}})
         );
         assert_eq!(p.entries[1].config, serde_json::json!({}));
+        let el = plugin_element(&cfg, "b").unwrap();
+        assert_eq!(el.child_text("enabled").as_deref(), Some("0"));
+        assert!(plugin_element(&cfg, "c").is_none());
         assert_eq!(
             PluginsCfg::from_config(&Config::factory_default()),
             PluginsCfg::default()

@@ -696,6 +696,26 @@ impl Handler<PluginRestartMsg> for Plugins {
     }
 }
 
+/// `sync_id` → plugin name of every enabled plugin whose manifest names a sync id: for the config
+/// sync, which copies `<tandem><plugins><plugin>` of that plugin (see
+/// [`manifest::plugin_element`]) to the peer when the id is in `hasync/syncitems`.
+#[derive(Message)]
+#[rtype(result = "BTreeMap<String, String>")]
+pub struct PluginSyncIdsMsg;
+
+impl Handler<PluginSyncIdsMsg> for Plugins {
+    type Result = MessageResult<PluginSyncIdsMsg>;
+    fn handle(&mut self, _: PluginSyncIdsMsg, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.slots
+                .values()
+                .filter_map(|s| s.manifest.as_ref().ok())
+                .filter_map(|m| m.sync_id.clone().map(|id| (id, m.name.clone())))
+                .collect(),
+        )
+    }
+}
+
 /// A plugin process ended.
 #[derive(Message)]
 #[rtype(result = "()")]
