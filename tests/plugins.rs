@@ -351,15 +351,51 @@ fn crashing_garbage_and_sigterm_ignoring_plugins() {
         "stubborn.sh",
         "trap '' TERM\necho $$ > \"$TANDEM_PLUGIN_STATE/pid\"\nwhile :; do sleep 1; done\n",
     );
+    // A bad manifest, and a plugin that is not installed: failed, with the reason.
+    write_plugin(
+        &dir.0,
+        "broken",
+        "name = \"broken\"\nversion = \"1\"\ncommand = []\n",
+        "x",
+        "",
+    );
     settled_pair(&l);
     enable(
         &l,
         Node::Fw1,
         &[&dir.0],
-        &[("crasher", ""), ("garbage", ""), ("stubborn", "")],
+        &[
+            ("crasher", ""),
+            ("garbage", ""),
+            ("stubborn", ""),
+            ("broken", ""),
+            ("missing", ""),
+        ],
     );
     wait_running(&l, Node::Fw1, "garbage");
     wait_running(&l, Node::Fw1, "stubborn");
+    let b = plugin(&l, Node::Fw1, "broken");
+    assert_eq!(b["state"], "failed", "{b}");
+    assert!(
+        b["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("command is empty"),
+        "{b}"
+    );
+    let m = plugin(&l, Node::Fw1, "missing");
+    assert_eq!(m["state"], "failed", "{m}");
+    assert!(
+        m["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no missing/plugin.toml"),
+        "{m}"
+    );
+    let err = l
+        .ctl(Node::Fw1, "plugins.restart", json!({"name": "broken"}))
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("command is empty"), "{err:#}");
 
     // crasher: restarted after 1 s, 2 s, 4 s, 8 s: each delay twice the one before. Measured
     // between observed increments of `restarts` (the first observation may be mid-delay).
