@@ -810,3 +810,43 @@ impl Handler<StopMsg> for Plugins {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_plugins_install_and_their_manifests_are_valid() {
+        let dir = std::env::temp_dir().join(format!("tandem-shipped-{}", std::process::id()));
+        install_shipped(&dir).unwrap();
+        let names = manifest::available(std::slice::from_ref(&dir));
+        assert_eq!(names, vec!["carp-notify", "gateway-monitor"]);
+        for n in &names {
+            let m = manifest::load(&dir.join(n)).unwrap();
+            assert_eq!(&m.name, n);
+            assert_eq!(m.sync_id.as_deref(), Some(n.as_str()));
+            assert!(dir.join(n).join("README.md").is_file());
+            for arg in m
+                .argv
+                .iter()
+                .chain(m.health.iter().flat_map(|h| h.argv.iter()))
+            {
+                if arg.ends_with(".py") {
+                    let p = dir.join(n).join(arg);
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+                    assert_eq!(mode & 0o111, 0o111, "{p:?} not executable");
+                }
+            }
+        }
+        let gm = manifest::load(&dir.join("gateway-monitor")).unwrap();
+        assert!(gm.wants("config.applied"));
+        assert_eq!(gm.health.unwrap().interval, Duration::from_secs(1));
+        assert!(
+            manifest::load(&dir.join("carp-notify"))
+                .unwrap()
+                .wants("carp.transition")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
