@@ -344,6 +344,13 @@ impl Plugins {
         match res {
             Ok(run) => {
                 tracing::info!(plugin = %name, pid = run.pid, version = %m.version, argv = ?m.argv, "plugin started");
+                for e in m
+                    .events
+                    .iter()
+                    .filter(|e| *e != "*" && !manifest::KNOWN_EVENTS.contains(&e.as_str()))
+                {
+                    tracing::info!(plugin = %name, event = %e, "plugin asks for an event kind this node does not publish (yet)");
+                }
                 slot.run = Some(run);
                 slot.generation = generation;
                 slot.state = State::Running;
