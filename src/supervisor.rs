@@ -28,6 +28,7 @@ use crate::actor::iface::{
 };
 use crate::actor::nft::{self as nftactor, ApplyRulesetMsg, Kind, NftActor};
 use crate::actor::pfsync::{Pfsync, PfsyncLinkMsg, PfsyncSpec};
+use crate::actor::plugins::{Plugins, PluginsConfigMsg};
 use crate::actor::store::{
     CommitError, CommitMsg, Committed, ConfigStore, GetConfigMsg, SetMaintenanceMsg,
 };
@@ -116,6 +117,7 @@ pub struct Supervisor {
     /// Link state of devices as last published.
     links: BTreeMap<String, bool>,
     control: Option<Addr<Control>>,
+    plugins: Option<Addr<Plugins>>,
     started: Instant,
     boot: BootInfo,
     shutting_down: bool,
@@ -145,6 +147,7 @@ impl Supervisor {
             hooks: Hooks::start(boot.lower_or_merged.join("usr/local/etc/rc.syshook.d/carp")),
             links: BTreeMap::new(),
             control: None,
+            plugins: None,
             started: Instant::now(),
             boot,
             shutting_down: false,
@@ -411,6 +414,31 @@ impl Supervisor {
         }
     }
 
+    /// Start the plugins actor: installed plugins of the rootfs first, then the shipped ones
+    /// (extracted from the binary into `<state>/plugins-shipped`).
+    fn start_plugins(&mut self, ctx: &mut Context<Self>, cfg: Arc<Config>) {
+        let root = &self.boot.lower_or_merged;
+        let mut dirs = vec![root.join("usr/local/share/tandem/plugins")];
+        let shipped = self.boot.state_dir.join("plugins-shipped");
+        match crate::actor::plugins::install_shipped(&shipped) {
+            Ok(()) => dirs.push(shipped),
+            Err(e) => {
+                tracing::error!(dir = %shipped.display(), "cannot install the shipped plugins: {e}")
+            }
+        }
+        let plugins = Plugins::new(
+            dirs,
+            root.join("usr/local/etc/rc.carp_service_status.d"),
+            self.boot.socket.clone(),
+            self.bus.clone(),
+            ctx.address(),
+        )
+        .with_state_dir(self.boot.state_dir.join("plugins"))
+        .start();
+        plugins.do_send(PluginsConfigMsg(cfg));
+        self.plugins = Some(plugins);
+    }
+
     /// Route a committed config to the actors of the sections that changed.
     fn route(&mut self, c: &Committed, ctx: &mut Context<Self>) {
         self.config = c.config.clone();
@@ -429,6 +457,9 @@ impl Supervisor {
         }
         if c.sections.iter().any(|s| matches!(s.as_str(), "interfaces" | "hasync")) {
             self.apply_pfsync(&cfg, ctx);
+        }
+        if let Some(p) = &self.plugins {
+            p.do_send(PluginsConfigMsg(cfg.clone()));
         }
         self.bus.publish(BusMsg::ConfigApplied {
             revision: c.revision,
@@ -461,6 +492,7 @@ impl Actor for Supervisor {
         }
         self.apply_carp(&cfg);
         self.apply_pfsync(&cfg, ctx);
+        self.start_plugins(ctx, cfg.clone());
         match netlink::monitor() {
             Ok(rx) => {
                 ctx.add_stream(tokio_stream_from(rx));
@@ -733,6 +765,7 @@ impl Handler<ShutdownMsg> for Supervisor {
             .collect();
         let store = self.store.clone();
         let control = self.control.take();
+        let plugins = self.plugins.take();
         let carps: Vec<Addr<Carp>> = self.carps.values().map(|(_, c)| c.addr.clone()).collect();
         let sync = self.pfsync.as_ref().map(|(_, c)| c.addr.clone());
         let tables: Vec<Addr<NftActor>> = [&self.filter, &self.nat]
@@ -747,10 +780,17 @@ impl Handler<ShutdownMsg> for Supervisor {
                     let _ = tokio::time::timeout(Duration::from_millis(500), c.send(StopMsg)).await;
                 }
                 // CARP next: each VHID bows out (the peer takes over at once) and drops its VIPs.
+                // Plugins stop meanwhile (SIGTERM, SIGKILL after 2 s), not delaying the handover.
                 let bows = carps
                     .iter()
                     .map(|a| tokio::time::timeout(Duration::from_millis(800), a.send(StopMsg)));
-                futures::future::join_all(bows).await;
+                let plugins_stopped = async move {
+                    if let Some(p) = plugins {
+                        let _ = tokio::time::timeout(Duration::from_millis(3500), p.send(StopMsg))
+                            .await;
+                    }
+                };
+                futures::future::join(futures::future::join_all(bows), plugins_stopped).await;
                 if let Some(a) = sync {
                     let _ = tokio::time::timeout(Duration::from_millis(300), a.send(StopMsg)).await;
                 }
@@ -945,5 +985,17 @@ impl Handler<PfsyncAddrMsg> for Supervisor {
     type Result = MessageResult<PfsyncAddrMsg>;
     fn handle(&mut self, _: PfsyncAddrMsg, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.pfsync.as_ref().map(|(_, c)| c.addr.clone()))
+    }
+}
+
+/// The plugins actor's address (for `plugins.list` / `plugins.restart`).
+#[derive(Message)]
+#[rtype(result = "Option<Addr<Plugins>>")]
+pub struct PluginsAddrMsg;
+
+impl Handler<PluginsAddrMsg> for Supervisor {
+    type Result = MessageResult<PluginsAddrMsg>;
+    fn handle(&mut self, _: PluginsAddrMsg, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.plugins.clone())
     }
 }

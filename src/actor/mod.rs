@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod iface;
 pub mod nft;
 pub mod pfsync;
+pub mod plugins;
 pub mod store;
 
 /// Ask an actor to stop (used by the supervisor at shutdown and when a section is removed).

@@ -33,6 +33,8 @@ pub const METHODS: &[&str] = &[
     "config.apply",
     "config.history",
     "events.subscribe",
+    "plugins.list",
+    "plugins.restart",
 ];
 
 fn mailbox(e: actix::MailboxError) -> RpcError {
@@ -209,6 +211,26 @@ async fn call(
                 .map_err(mailbox)?
                 .map_err(RpcError::internal)?;
             Ok(json!(revs))
+        }
+        "plugins.list" | "plugins.restart" => {
+            use crate::actor::plugins::{PluginRestartMsg, PluginsListMsg};
+            let plugins = sup
+                .send(crate::supervisor::PluginsAddrMsg)
+                .await
+                .map_err(mailbox)?
+                .ok_or_else(|| {
+                    RpcError::new(rpc::UNAVAILABLE, "the plugins actor is not running")
+                })?;
+            if method == "plugins.list" {
+                return plugins.send(PluginsListMsg).await.map_err(mailbox);
+            }
+            let name = p.req_str("name")?.to_string();
+            plugins
+                .send(PluginRestartMsg { name: name.clone() })
+                .await
+                .map_err(mailbox)?
+                .map_err(|e| RpcError::new(rpc::APPLY_FAILED, e))?;
+            Ok(json!({"restarted": name}))
         }
         _ => Err(RpcError::new(
             rpc::METHOD_NOT_FOUND,
