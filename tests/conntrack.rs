@@ -463,6 +463,20 @@ fn update_upsert_delete() {
             .expect_err("update of a missing entry");
         assert_eq!(err.errno(), Some(libc::ENOENT));
 
+        // A batch reports each request's own result, failures in the middle included.
+        let a = entry(ports(17, "10.0.0.5", 1, "10.0.0.6", 2));
+        let b = entry(ports(17, "10.0.0.5", 3, "10.0.0.6", 4));
+        let res = ct
+            .create_batch(&[a.clone(), a.clone(), e.clone(), b.clone()])
+            .await;
+        let errnos: Vec<_> = res
+            .iter()
+            .map(|r| r.as_ref().err().and_then(Error::errno))
+            .collect();
+        assert_eq!(errnos, [None, Some(libc::EEXIST), Some(libc::EEXIST), None]);
+        let res = ct.delete_batch(&[a.key(), b.key(), b.key()]).await;
+        assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+
         ct.delete(&e.orig, 0).await.expect("delete");
         ct.delete(&e.orig, 0)
             .await
@@ -599,26 +613,31 @@ fn handles_are_send_and_sync() {
     send::<tandem::sys::conntrack::EventStream>();
 }
 
-#[test]
-fn batch_create_rate_10k() {
+/// `n` TCP entries, half of them SNAT'd, with distinct original tuples.
+fn many(n: u32) -> Vec<Entry> {
+    (0..n)
+        .map(|i| {
+            let mut e = tcp_established(ports(
+                6,
+                &format!("10.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256),
+                (1024 + i % 60000) as u16,
+                "172.18.0.250",
+                22,
+            ));
+            if i % 2 == 0 {
+                e.reply.dst = ip("172.18.0.100");
+            }
+            e
+        })
+        .collect()
+}
+
+/// Creates, dumps, upserts and deletes `n` entries, printing the rates (no speed assertion).
+fn batch_rates(n: u32) {
     let ns = Netns::new("bench");
-    ns.block(|| async {
+    ns.block(move || async move {
         let ct = Conntrack::open().expect("open");
-        let entries: Vec<Entry> = (0..10_000u32)
-            .map(|i| {
-                let mut e = tcp_established(ports(
-                    6,
-                    &format!("10.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256),
-                    (1024 + i % 60000) as u16,
-                    "172.18.0.250",
-                    22,
-                ));
-                if i % 2 == 0 {
-                    e.reply.dst = ip("172.18.0.100");
-                }
-                e
-            })
-            .collect();
+        let entries = many(n);
         let t = Instant::now();
         let res = ct.create_batch(&entries).await;
         let dt = t.elapsed();
@@ -630,15 +649,14 @@ fn batch_create_rate_10k() {
             failed.first()
         );
         println!(
-            "create_batch: 10000 entries (half SNAT) in {:?} = {:.0} entries/s",
-            dt,
-            10_000.0 / dt.as_secs_f64()
+            "create_batch: {n} entries (half SNAT) in {dt:?} = {:.0} entries/s",
+            f64::from(n) / dt.as_secs_f64()
         );
-        assert_eq!(ct.count().await.expect("count"), 10_000);
+        assert_eq!(ct.count().await.expect("count"), n as usize);
         let t = Instant::now();
         let dump = ct.dump().await.expect("dump");
         println!("dump: {} entries in {:?}", dump.len(), t.elapsed());
-        assert_eq!(dump.len(), 10_000);
+        assert_eq!(dump.len(), n as usize);
         let t = Instant::now();
         let res = ct.upsert_batch(&entries).await;
         assert!(res.iter().all(|r| r.is_ok()));
@@ -649,6 +667,18 @@ fn batch_create_rate_10k() {
         println!("delete_batch: {:?}", t.elapsed());
         assert_eq!(ct.count().await.expect("count"), 0);
     });
+}
+
+#[test]
+fn batch_create_rate_10k() {
+    batch_rates(10_000);
+}
+
+/// The benchmark's size; run with `--release --ignored --nocapture`.
+#[test]
+#[ignore]
+fn batch_create_rate_100k() {
+    batch_rates(100_000);
 }
 
 // ------------------------------------------------------------------ a real forwarded flow

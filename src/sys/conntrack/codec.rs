@@ -150,6 +150,20 @@ impl Writer {
         self.buf[self.msg_start..self.msg_start + 4].copy_from_slice(&len.to_ne_bytes());
     }
 
+    /// Sets or clears `NLM_F_ACK` on the last message begun.
+    pub fn set_ack(&mut self, ack: bool) {
+        let at = self.msg_start + 6;
+        if let Some(f) = self.buf.get_mut(at..at + 2) {
+            let mut flags = u16::from_ne_bytes([f[0], f[1]]);
+            if ack {
+                flags |= NLM_F_ACK;
+            } else {
+                flags &= !NLM_F_ACK;
+            }
+            f.copy_from_slice(&flags.to_ne_bytes());
+        }
+    }
+
     fn attr(&mut self, ty: u16, payload: &[u8]) {
         let len = (4 + payload.len()) as u16;
         self.buf.extend_from_slice(&len.to_ne_bytes());

@@ -219,7 +219,7 @@ impl From<io::Error> for Error {
 
 const RECV_BUF: usize = 256 * 1024;
 /// Bytes of requests per `send`; the acks of one chunk must fit the receive buffer.
-const CHUNK_BYTES: usize = 64 * 1024;
+const CHUNK_BYTES: usize = 128 * 1024;
 const REQ_RCVBUF: usize = 8 * 1024 * 1024;
 const EVENT_RCVBUF: usize = 8 * 1024 * 1024;
 
@@ -277,6 +277,7 @@ impl Inner {
             let rbuf = &mut self.rbuf;
             match guard.try_io(|s| s.get_ref().recv(rbuf, 0)) {
                 Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
             }
@@ -400,8 +401,10 @@ impl Conntrack {
             let mut end = start;
             while end < items.len() && w.buf.len() < CHUNK_BYTES {
                 enc(&mut w, &items[end], base.wrapping_add((end - start) as u32));
+                w.set_ack(false);
                 end += 1;
             }
+            w.set_ack(true);
             inner.next_seq(end - start);
             if let Err(e) = inner.send(&w.buf) {
                 for r in &mut results[start..end] {
@@ -410,8 +413,12 @@ impl Conntrack {
                 start = end;
                 continue;
             }
-            let mut pending = end - start;
-            while pending > 0 {
+            // Only the last request of a chunk asks for an ack: the kernel handles the whole
+            // chunk inside `send`, in order, and always answers a failed request with an error,
+            // so once the last ack is in, every request without an error has succeeded.
+            let last = end - start - 1;
+            let mut done = false;
+            while !done {
                 if let Err(e) = inner.recv().await {
                     for r in results[start..end].iter_mut().filter(|r| r.is_none()) {
                         *r = Some(Err(Error::Io(copy_io(&e))));
@@ -427,18 +434,20 @@ impl Conntrack {
                         continue;
                     };
                     let idx = seq.wrapping_sub(base) as usize;
-                    if idx >= end - start {
+                    if idx > last {
                         continue;
                     }
-                    let slot = &mut results[start + idx];
-                    if slot.is_none() {
-                        *slot = Some(if code == 0 {
-                            Ok(())
-                        } else {
-                            Err(Error::Netlink { code, op })
-                        });
-                        pending -= 1;
-                    }
+                    results[start + idx] = Some(if code == 0 {
+                        Ok(())
+                    } else {
+                        Err(Error::Netlink { code, op })
+                    });
+                    done |= idx == last;
+                }
+            }
+            if done {
+                for r in results[start..end].iter_mut().filter(|r| r.is_none()) {
+                    *r = Some(Ok(()));
                 }
             }
             start = end;
