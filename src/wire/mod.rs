@@ -11,6 +11,7 @@ use serde::Serialize;
 
 pub mod carp;
 pub mod checksum;
+pub mod dhcp;
 pub mod ipv4;
 
 pub use carp::{HEADER_LEN as CARP_HEADER_LEN, Packet as CarpPacket, Repr as CarpRepr};
