@@ -117,6 +117,7 @@ pub struct Supervisor {
     started: Instant,
     boot: BootInfo,
     shutting_down: bool,
+    dhcp: Option<Addr<crate::actor::dhcp::DhcpService>>,
 }
 
 impl Supervisor {
@@ -145,6 +146,7 @@ impl Supervisor {
             started: Instant::now(),
             boot,
             shutting_down: false,
+            dhcp: None,
         }
     }
 
@@ -398,6 +400,9 @@ impl Supervisor {
         }) {
             self.apply_carp(&cfg);
         }
+        if let Some(d) = &self.dhcp {
+            d.do_send(crate::actor::dhcp::DhcpConfigMsg(cfg.clone()));
+        }
         self.bus.publish(BusMsg::ConfigApplied {
             revision: c.revision,
             description: c.description.clone(),
@@ -428,6 +433,11 @@ impl Actor for Supervisor {
             tracing::info!("persistent CARP maintenance mode is on: demoted by 240");
         }
         self.apply_carp(&cfg);
+        let dhcp =
+            crate::actor::dhcp::DhcpService::new(self.boot.state_dir.clone(), self.bus.clone())
+                .start();
+        dhcp.do_send(crate::actor::dhcp::DhcpConfigMsg(cfg.clone()));
+        self.dhcp = Some(dhcp);
         match netlink::monitor() {
             Ok(rx) => {
                 ctx.add_stream(tokio_stream_from(rx));
@@ -700,6 +710,7 @@ impl Handler<ShutdownMsg> for Supervisor {
             .collect();
         let store = self.store.clone();
         let control = self.control.take();
+        let dhcp = self.dhcp.take();
         let carps: Vec<Addr<Carp>> = self.carps.values().map(|(_, c)| c.addr.clone()).collect();
         let tables: Vec<Addr<NftActor>> = [&self.filter, &self.nat]
             .into_iter()
@@ -717,6 +728,10 @@ impl Handler<ShutdownMsg> for Supervisor {
                     .iter()
                     .map(|a| tokio::time::timeout(Duration::from_millis(800), a.send(StopMsg)));
                 futures::future::join_all(bows).await;
+                if let Some(d) = dhcp {
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(1500), d.send(StopMsg)).await;
+                }
                 for a in tables {
                     let _ = tokio::time::timeout(Duration::from_millis(500), a.send(StopMsg)).await;
                 }
@@ -880,5 +895,39 @@ impl Handler<SetDemotionMsg> for Supervisor {
             self.demotion_changed();
         }
         self.demotion.total()
+    }
+}
+
+impl Handler<crate::actor::dhcp::DhcpLeasesMsg> for Supervisor {
+    type Result = ResponseFuture<Value>;
+    fn handle(
+        &mut self,
+        m: crate::actor::dhcp::DhcpLeasesMsg,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let d = self.dhcp.clone();
+        Box::pin(async move {
+            match d {
+                Some(d) => d.send(m).await.unwrap_or(Value::Null),
+                None => Value::Null,
+            }
+        })
+    }
+}
+
+impl Handler<crate::actor::dhcp::DhcpFailoverMsg> for Supervisor {
+    type Result = ResponseFuture<Value>;
+    fn handle(
+        &mut self,
+        m: crate::actor::dhcp::DhcpFailoverMsg,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let d = self.dhcp.clone();
+        Box::pin(async move {
+            match d {
+                Some(d) => d.send(m).await.unwrap_or(Value::Null),
+                None => Value::Null,
+            }
+        })
     }
 }

@@ -29,6 +29,8 @@ pub const METHODS: &[&str] = &[
     "config.apply",
     "config.history",
     "events.subscribe",
+    "dhcp.leases",
+    "dhcp.failover",
 ];
 
 fn mailbox(e: actix::MailboxError) -> RpcError {
@@ -91,6 +93,16 @@ async fn call(
             Ok(json!(list))
         }
         "carp.status" => sup.send(CarpStatusAllMsg).await.map_err(mailbox),
+        "dhcp.leases" => {
+            let interface = p.str("interface")?.map(str::to_string);
+            sup.send(crate::actor::dhcp::DhcpLeasesMsg { interface })
+                .await
+                .map_err(mailbox)
+        }
+        "dhcp.failover" => sup
+            .send(crate::actor::dhcp::DhcpFailoverMsg)
+            .await
+            .map_err(mailbox),
         "carp.maintenance" => {
             let on = p
                 .bool("enabled")?
