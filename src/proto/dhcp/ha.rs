@@ -231,7 +231,10 @@ impl Machine {
                         let n = self.normal();
                         self.set_state(n, &mut out);
                     }
-                    (State::PartnerDown, Some(State::Ready)) => {
+                    (
+                        State::PartnerDown,
+                        Some(State::Ready | State::LoadBalancing | State::HotStandby),
+                    ) => {
                         let n = self.normal();
                         self.set_state(n, &mut out);
                     }
