@@ -337,5 +337,4 @@ fn dhcp_pair_with_real_clients() {
         leases(&l, Node::Fw1) == all
     });
     wait_state(&l, Node::Fw1, "load-balancing", Duration::from_secs(30));
-    let _ = Value::Null;
 }
