@@ -240,6 +240,24 @@ fn dhcp_pair_with_real_clients() {
     assert!(sid == "192.168.1.10" || sid == "192.168.1.20", "{sid}");
     let mac = client_mac(&l, "eth0");
     eprintln!("dhclient got {addr} from {sid}");
+    // dhclient sends flags=0: the OFFER/ACK went as a raw frame to its MAC, not a broadcast.
+    let raw: u64 = [Node::Fw1, Node::Fw2]
+        .iter()
+        .map(|fw| {
+            failover(&l, *fw)["counters"]["server"]["link_replies_raw"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    let bcast: u64 = [Node::Fw1, Node::Fw2]
+        .iter()
+        .map(|fw| {
+            failover(&l, *fw)["counters"]["server"]["link_replies_broadcast"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(raw >= 2 && bcast == 0, "raw {raw} broadcast {bcast}");
     for fw in [Node::Fw1, Node::Fw2] {
         assert_eq!(
             leases(&l, fw).get(&addr),

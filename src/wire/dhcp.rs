@@ -491,6 +491,56 @@ impl Repr {
     }
 }
 
+/// An Ethernet + IPv4 + UDP (67 -> 68) frame carrying `payload`, for a reply to a client that
+/// has no address yet (RFC 2131 §4.1: unicast to `yiaddr` at the MAC in `chaddr`). The UDP
+/// checksum covers the pseudo-header. `None` if the payload does not fit one IPv4 packet.
+pub fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    use super::checksum;
+    let udp_len = u16::try_from(8usize.checked_add(payload.len())?).ok()?;
+    let ip_len = udp_len.checked_add(20)?;
+    let mut f = vec![0u8; 14 + usize::from(ip_len)];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    {
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[1] = 0x10;
+        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&src.octets());
+        ip[16..20].copy_from_slice(&dst.octets());
+        let c = checksum::checksum(ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    {
+        let udp = &mut f[34..];
+        udp[0..2].copy_from_slice(&67u16.to_be_bytes());
+        udp[2..4].copy_from_slice(&68u16.to_be_bytes());
+        udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+        udp[8..].copy_from_slice(payload);
+    }
+    let mut pseudo = Vec::with_capacity(12 + usize::from(udp_len));
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&udp_len.to_be_bytes());
+    pseudo.extend_from_slice(&f[34..]);
+    let c = match checksum::checksum(&pseudo) {
+        0 => 0xffff,
+        c => c,
+    };
+    f[40..42].copy_from_slice(&c.to_be_bytes());
+    Some(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,6 +626,27 @@ mod tests {
         b[236..240].copy_from_slice(&MAGIC_COOKIE);
         b[240] = 53;
         assert_eq!(Repr::parse_bytes(&b), Err(Error::BadOptionLength(53)));
+    }
+
+    #[test]
+    fn udp_frame_checksums() {
+        let payload = Repr::parse_bytes(&discover()).unwrap().to_bytes();
+        let f = udp_frame(
+            [2, 0, 0, 0, 0, 0x10],
+            [2, 0, 0, 0, 0, 1],
+            Ipv4Addr::new(192, 168, 1, 10),
+            Ipv4Addr::new(192, 168, 1, 100),
+            &payload,
+        )
+        .unwrap();
+        assert_eq!(f.len(), 14 + 20 + 8 + payload.len());
+        assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 1]);
+        assert!(super::super::checksum::verify(&f[14..34]));
+        let mut pseudo = vec![192, 168, 1, 10, 192, 168, 1, 100, 0, 17];
+        pseudo.extend_from_slice(&f[38..40]);
+        pseudo.extend_from_slice(&f[34..]);
+        assert!(super::super::checksum::verify(&pseudo));
+        assert_eq!(&f[42..], &payload[..]);
     }
 
     #[test]

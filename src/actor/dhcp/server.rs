@@ -65,6 +65,7 @@ pub struct Stats {
     pub updates_received: u64,
     pub updates_rejected: u64,
     pub sync_leases_received: u64,
+    pub link_replies_raw: u64,
     pub link_replies_broadcast: u64,
 }
 
@@ -82,6 +83,8 @@ pub struct DhcpServer {
     core: core::Server,
     ha: Machine,
     sock: Option<UdpSocket>,
+    /// AF_PACKET sender and the device MAC, for replies to clients without an address.
+    link: Option<(Box<dyn pnet::datalink::DataLinkSender>, [u8; 6])>,
     stop_rx: Arc<AtomicBool>,
     http: Option<actix_web::dev::ServerHandle>,
     client: Option<awc::Client>,
@@ -121,6 +124,7 @@ impl DhcpServer {
             db: None,
             ha,
             sock: None,
+            link: None,
             stop_rx: Arc::new(AtomicBool::new(false)),
             http: None,
             client: None,
@@ -425,23 +429,59 @@ impl DhcpServer {
     }
 
     fn send(&mut self, reply: &Reply) {
-        let Some(sock) = &self.sock else { return };
+        if self.sock.is_none() {
+            return;
+        }
         let bytes = reply.repr.to_bytes();
         let to = match reply.dest {
             Dest::Relay(ip) => SocketAddrV4::new(ip, 67),
             Dest::Unicast(ip) => SocketAddrV4::new(ip, 68),
             Dest::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, 68),
-            // No raw-frame path yet: a client without an address gets a broadcast, which
-            // every RFC 2131 client accepts.
-            Dest::Link { .. } => {
+            Dest::Link { ip, mac } => {
+                if self.send_link(ip, mac, &bytes) {
+                    self.stats.link_replies_raw += 1;
+                    self.count_sent(reply);
+                    return;
+                }
+                // No AF_PACKET socket: a broadcast, which every RFC 2131 client accepts.
                 self.stats.link_replies_broadcast += 1;
                 SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
             }
         };
-        if let Err(e) = sock.send_to(&bytes, to) {
+        if let Some(sock) = &self.sock
+            && let Err(e) = sock.send_to(&bytes, to)
+        {
             self.stats.tx_errors += 1;
             tracing::debug!(to = %to, "dhcp send failed: {e}");
         }
+        self.count_sent(reply);
+    }
+
+    /// Send to `ip` at `mac` as a hand-built frame; false if that is not possible.
+    fn send_link(&mut self, ip: Ipv4Addr, mac: [u8; 6], payload: &[u8]) -> bool {
+        if self.link.is_none() {
+            self.link = open_link(&self.spec.device);
+        }
+        let Some((tx, src_mac)) = self.link.as_mut() else {
+            return false;
+        };
+        let Some(frame) =
+            crate::wire::dhcp::udp_frame(*src_mac, mac, self.spec.cfg.server_id, ip, payload)
+        else {
+            return false;
+        };
+        match tx.send_to(&frame, None) {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                tracing::debug!("raw dhcp send failed: {e}");
+                self.link = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn count_sent(&mut self, reply: &Reply) {
         match reply.repr.message_type {
             MessageType::Offer => self.stats.offers += 1,
             MessageType::Ack => self.stats.acks += 1,
@@ -710,6 +750,25 @@ impl DhcpServer {
         self.ha_actions(acts, ctx);
         for l in self.core.reclaim(unix_now()) {
             self.persist(&l);
+        }
+    }
+}
+
+/// An AF_PACKET sender on `dev` (its receive side is dropped) and the device's MAC.
+fn open_link(dev: &str) -> Option<(Box<dyn pnet::datalink::DataLinkSender>, [u8; 6])> {
+    use pnet::datalink::{self, Channel};
+    let iface = datalink::interfaces().into_iter().find(|i| i.name == dev)?;
+    let mac = iface.mac?.octets();
+    let cfg = datalink::Config {
+        read_buffer_size: 4096,
+        ..Default::default()
+    };
+    match datalink::channel(&iface, cfg) {
+        Ok(Channel::Ethernet(tx, _rx)) => Some((tx, mac)),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(dev, "cannot open AF_PACKET socket for dhcp replies: {e}");
+            None
         }
     }
 }
