@@ -218,6 +218,23 @@ fn dhcp_pair_with_real_clients() {
     assert_eq!(failover(&l, Node::Fw1)["role"], "primary");
     assert_eq!(failover(&l, Node::Fw2)["role"], "secondary");
 
+    // 0. Garbage to port 67 is dropped and counted; nothing breaks.
+    let py = "import socket\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n\
+bad = [b'', b'x' * 10, b'\\x01' * 240, b'\\x01\\x01\\x06' + b'\\x00' * 233 + b'\\x63\\x82\\x53\\x63' + b'\\x35\\xff']\n\
+for b in bad:\n    s.sendto(b, ('255.255.255.255', 67))\n";
+    l.run(Node::Client, &["python3", "-c", py]).unwrap();
+    wait_for("garbage counted", Duration::from_secs(3), || {
+        [Node::Fw1, Node::Fw2].iter().all(|fw| {
+            failover(&l, *fw)["counters"]["server"]["rx_malformed"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 4
+        })
+    });
+
     // 1. dhclient: address, router and DNS = the VIP; the lease is on both nodes.
     let lease = dhclient(&l, &dir);
     let addr = field(&lease, "fixed-address")

@@ -983,4 +983,76 @@ mod tests {
         assert!(s.merge(newer));
         assert_eq!(s.lease(a.addr).unwrap().origin, Origin::Partner);
     }
+
+    /// Two nodes in load-balancing (each answers its hash half, allocates from its pool half,
+    /// and replicates every commit to the other), then one alone in partner-down serving
+    /// everyone from the whole pool, then the other back after syncing: no address is ever
+    /// held by two clients at once, on either node.
+    #[test]
+    fn two_node_simulation_never_double_allocates() {
+        let mut cfg = cfg();
+        cfg.pool = (100..=179).map(|i| Ipv4Addr::new(192, 168, 1, i)).collect();
+        let mut a = Server::new(cfg.clone());
+        let mut b = Server::new(Cfg {
+            server_id: ip(20),
+            ..cfg
+        });
+        let check = |s: &Server| {
+            let mut seen: BTreeMap<Ipv4Addr, Vec<u8>> = BTreeMap::new();
+            for l in s
+                .leases()
+                .filter(|l| l.busy(NOW) && l.state == LeaseState::Active)
+            {
+                assert!(seen.insert(l.addr, l.key().to_vec()).is_none());
+            }
+            let keys: std::collections::BTreeSet<_> = seen.values().collect();
+            assert_eq!(keys.len(), seen.len(), "a client holds two addresses");
+        };
+        let run = |s: &mut Server, other: Option<&mut Server>, mac: u8, scope: Scope| {
+            let sid = s.cfg.server_id;
+            let d = s.handle(NOW, &req(MessageType::Discover, mac), scope);
+            let Decision::Reply(o) = d else {
+                panic!("{d:?}")
+            };
+            let mut r = req(MessageType::Request, mac);
+            r.options.push((opt::SERVER_ID, sid.octets().to_vec()));
+            r.options
+                .push((opt::REQUESTED_IP, o.repr.yiaddr.octets().to_vec()));
+            let Decision::Commit(l, _) = s.handle(NOW, &r, scope) else {
+                panic!()
+            };
+            if let Some(p) = other {
+                assert!(!p.conflicts(&l, NOW));
+                p.merge(Lease {
+                    origin: Origin::Partner,
+                    ..l.clone()
+                });
+            }
+            s.commit(l);
+        };
+        for mac in 0..30u8 {
+            let key = [2, 0, 0, 0, 0, mac];
+            if super::super::hash::server_index(None, &key) == 0 {
+                run(&mut a, Some(&mut b), mac, Scope::FirstHalf);
+            } else {
+                run(&mut b, Some(&mut a), mac, Scope::SecondHalf);
+            }
+        }
+        check(&a);
+        check(&b);
+        // b is down: a serves old and new clients from the whole pool
+        for mac in 0..60u8 {
+            run(&mut a, None, mac, Scope::All);
+        }
+        check(&a);
+        // b returns and syncs from a
+        for l in a.leases().cloned().collect::<Vec<_>>() {
+            b.merge(l);
+        }
+        check(&b);
+        assert_eq!(
+            a.leases().filter(|l| l.busy(NOW)).count(),
+            b.leases().filter(|l| l.busy(NOW)).count()
+        );
+    }
 }
