@@ -54,7 +54,12 @@ fn ensure_kea() {
     }
 }
 
-fn start_kea(l: &Lab) -> Kea {
+/// Kea on `node` (fw1 = server1 primary at .10, fw2 = server2 standby at .20).
+fn start_kea(l: &Lab, node: Node) -> Kea {
+    let (me, my_ip) = match node {
+        Node::Fw1 => ("server1", "192.168.1.10"),
+        _ => ("server2", "192.168.1.20"),
+    };
     let dir = PathBuf::from(format!("/tmp/tk{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -69,7 +74,7 @@ fn start_kea(l: &Lab) -> Kea {
         "hooks-libraries": [
             {"library": format!("{HOOKS}/libdhcp_lease_cmds.so")},
             {"library": format!("{HOOKS}/libdhcp_ha.so"), "parameters": {"high-availability": [{
-                "this-server-name": "server2",
+                "this-server-name": me,
                 "mode": "hot-standby",
                 "heartbeat-delay": 1000,
                 "max-response-delay": 4000,
@@ -96,7 +101,7 @@ fn start_kea(l: &Lab) -> Kea {
                      "output_options": [{"output": format!("{d}/kea4.log")}]}]
     }});
     let ca = json!({"Control-agent": {
-        "http-host": "192.168.1.20",
+        "http-host": my_ip,
         "http-port": 8647,
         "control-sockets": {"dhcp4": {"socket-type": "unix", "socket-name": format!("{d}/kea4.sock")}},
         "loggers": [{"name": "kea-ctrl-agent", "severity": "INFO",
@@ -106,7 +111,7 @@ fn start_kea(l: &Lab) -> Kea {
     std::fs::write(dir.join("ca.json"), ca.to_string()).unwrap();
     let spawn = |bin: &str, cfg: &str, log: &str| {
         Command::new("ip")
-            .args(["netns", "exec", &l.ns(Node::Fw2), "env"])
+            .args(["netns", "exec", &l.ns(node), "env"])
             .arg(format!("KEA_PIDFILE_DIR={d}"))
             .arg(format!("KEA_LOCKFILE_DIR={d}"))
             .args([bin, "-c", &dir.join(cfg).to_string_lossy()])
@@ -126,10 +131,14 @@ fn start_kea(l: &Lab) -> Kea {
 }
 
 fn kea_cmd(l: &Lab, cmd: &str) -> Value {
+    kea_cmd_on(l, Node::Fw2, "192.168.1.20", cmd)
+}
+
+fn kea_cmd_on(l: &Lab, node: Node, ip: &str, cmd: &str) -> Value {
     let body = json!({"command": cmd, "service": ["dhcp4"]}).to_string();
     let out = l
         .exec(
-            Node::Fw2,
+            node,
             &[
                 "curl",
                 "-s",
@@ -141,7 +150,7 @@ fn kea_cmd(l: &Lab, cmd: &str) -> Value {
                 "Content-Type: application/json",
                 "-d",
                 &body,
-                "http://192.168.1.20:8647/",
+                &format!("http://{ip}:8647/"),
             ],
         )
         .unwrap();
@@ -150,7 +159,11 @@ fn kea_cmd(l: &Lab, cmd: &str) -> Value {
 }
 
 fn kea_state(l: &Lab) -> String {
-    let v = kea_cmd(l, "status-get");
+    kea_state_on(l, Node::Fw2, "192.168.1.20")
+}
+
+fn kea_state_on(l: &Lab, node: Node, ip: &str) -> String {
+    let v = kea_cmd_on(l, node, ip, "status-get");
     v.pointer("/arguments/high-availability/0/ha-servers/local/state")
         .and_then(Value::as_str)
         .unwrap_or("")
@@ -165,7 +178,11 @@ fn kea_has(l: &Lab, addr: &str) -> bool {
 }
 
 fn tandem_state(l: &Lab) -> String {
-    l.ctl(Node::Fw1, "dhcp.failover", json!({}))
+    tandem_state_on(l, Node::Fw1)
+}
+
+fn tandem_state_on(l: &Lab, fw: Node) -> String {
+    l.ctl(fw, "dhcp.failover", json!({}))
         .ok()
         .and_then(|v| v["state"].as_str().map(str::to_string))
         .unwrap_or_default()
@@ -253,7 +270,7 @@ fn kea_standby_interop() {
         Node::Fw2,
         &["ip", "addr", "replace", "192.168.1.20/24", "dev", "em0"],
     );
-    let kea = start_kea(&l);
+    let kea = start_kea(&l, Node::Fw2);
     let diag = || {
         format!(
             "tandem: {}\nkea: {}\n--- kea4.log\n{}\n--- tandem fw1\n{}",
@@ -337,4 +354,84 @@ fn kea_standby_interop() {
     );
     assert!(have.contains(&addr.as_str()));
     drop(kea);
+    drop(l);
+    kea_primary_tandem_standby();
+}
+
+/// The other direction: Kea on fw1 is the primary and grants; its `lease4-update` reaches
+/// tandem (standby on fw2); when Kea stops, tandem goes partner-down and serves the address.
+fn kea_primary_tandem_standby() {
+    let mut opts = default_opts();
+    opts.client_addr = None;
+    let l = lab("j", opts);
+    let dir = l.node_dir(Node::Client);
+    std::fs::create_dir_all(&dir).unwrap();
+    settled_pair(&l);
+    assert_eq!(
+        l.ctl(Node::Fw2, "dhcp.failover", json!({})).unwrap()["role"],
+        "standby"
+    );
+    l.stop_node(Node::Fw1, Signal::SIGTERM).unwrap();
+    let _ = l.exec(Node::Fw1, &["ip", "link", "set", "em0", "up"]);
+    let _ = l.exec(
+        Node::Fw1,
+        &["ip", "addr", "replace", "192.168.1.10/24", "dev", "em0"],
+    );
+    let kea = start_kea(&l, Node::Fw1);
+    let diag = || {
+        format!(
+            "tandem: {}\nkea: {}\n--- kea4.log\n{}\n--- tandem fw2\n{}",
+            l.ctl(Node::Fw2, "dhcp.failover", json!({}))
+                .unwrap_or_default(),
+            kea_cmd_on(&l, Node::Fw1, "192.168.1.10", "status-get"),
+            std::fs::read_to_string(kea.dir.join("kea4.log"))
+                .unwrap_or_default()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            l.log_tail(Node::Fw2, 30)
+        )
+    };
+    wait(
+        "kea primary and tandem standby in hot-standby",
+        Duration::from_secs(60),
+        || {
+            tandem_state_on(&l, Node::Fw2) == "hot-standby"
+                && kea_state_on(&l, Node::Fw1, "192.168.1.10") == "hot-standby"
+        },
+        diag,
+    );
+    let lease = dhclient(&l, &dir, "eth0");
+    let addr = field(&lease, "fixed-address").unwrap().to_string();
+    assert_eq!(
+        field(&lease, "option dhcp-server-identifier"),
+        Some("192.168.1.10")
+    );
+    let listed = |fw: Node| {
+        l.ctl(fw, "dhcp.leases", json!({})).unwrap()["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["address"] == addr.as_str() && x["origin"] == "partner")
+    };
+    assert!(listed(Node::Fw2), "tandem lacks {addr}\n{}", diag());
+    drop(kea);
+    wait(
+        "tandem partner-down",
+        Duration::from_secs(20),
+        || tandem_state_on(&l, Node::Fw2) == "partner-down",
+        || l.log_tail(Node::Fw2, 30),
+    );
+    let lease2 = dhclient(&l, &dir, "eth0");
+    assert_eq!(
+        field(&lease2, "fixed-address"),
+        Some(addr.as_str()),
+        "{lease2}"
+    );
+    assert_eq!(
+        field(&lease2, "option dhcp-server-identifier"),
+        Some("192.168.1.20")
+    );
 }
