@@ -358,18 +358,29 @@ for b in bad:\n    s.sendto(b, ('255.255.255.255', 67))\n";
         assert!(all.contains_key(ip), "{ip} not listed");
     }
 
-    // 5. No lease lost over SIGKILL (fw2) and a clean restart (fw1).
+    // 5. No lease lost over SIGKILL (fw2) and a clean stop (fw1). Each node restarts while its
+    //    partner is down, so the leases can only come from its own database.
+    l.stop_node(Node::Fw1, Signal::SIGTERM).unwrap();
     l.stop_node(Node::Fw2, Signal::SIGKILL).unwrap();
+    assert!(l.state_dir(Node::Fw2).join("dhcp.db").exists());
     l.start_node(Node::Fw2).unwrap();
     l.wait_ready(Node::Fw2, Duration::from_secs(20)).unwrap();
-    wait_for("fw2 reloads its leases", Duration::from_secs(10), || {
-        leases(&l, Node::Fw2) == all
-    });
-    l.stop_node(Node::Fw1, Signal::SIGTERM).unwrap();
+    wait_for(
+        "fw2 reloads its leases alone",
+        Duration::from_secs(5),
+        || leases(&l, Node::Fw2) == all,
+    );
+    assert_eq!(failover(&l, Node::Fw2)["partner_state"], Value::Null);
+    l.stop_node(Node::Fw2, Signal::SIGTERM).unwrap();
     l.start_node(Node::Fw1).unwrap();
     l.wait_ready(Node::Fw1, Duration::from_secs(20)).unwrap();
-    wait_for("fw1 reloads its leases", Duration::from_secs(10), || {
-        leases(&l, Node::Fw1) == all
-    });
+    wait_for(
+        "fw1 reloads its leases alone",
+        Duration::from_secs(5),
+        || leases(&l, Node::Fw1) == all,
+    );
+    l.start_node(Node::Fw2).unwrap();
     wait_state(&l, Node::Fw1, "load-balancing", Duration::from_secs(30));
+    wait_state(&l, Node::Fw2, "load-balancing", Duration::from_secs(10));
+    assert_eq!(leases(&l, Node::Fw1), leases(&l, Node::Fw2));
 }
