@@ -121,6 +121,7 @@ pub struct Supervisor {
     started: Instant,
     boot: BootInfo,
     shutting_down: bool,
+    dhcp: Option<Addr<crate::actor::dhcp::DhcpService>>,
 }
 
 impl Supervisor {
@@ -151,6 +152,7 @@ impl Supervisor {
             started: Instant::now(),
             boot,
             shutting_down: false,
+            dhcp: None,
         }
     }
 
@@ -461,6 +463,9 @@ impl Supervisor {
         if let Some(p) = &self.plugins {
             p.do_send(PluginsConfigMsg(cfg.clone()));
         }
+        if let Some(d) = &self.dhcp {
+            d.do_send(crate::actor::dhcp::DhcpConfigMsg(cfg.clone()));
+        }
         self.bus.publish(BusMsg::ConfigApplied {
             revision: c.revision,
             description: c.description.clone(),
@@ -493,6 +498,11 @@ impl Actor for Supervisor {
         self.apply_carp(&cfg);
         self.apply_pfsync(&cfg, ctx);
         self.start_plugins(ctx, cfg.clone());
+        let dhcp =
+            crate::actor::dhcp::DhcpService::new(self.boot.state_dir.clone(), self.bus.clone())
+                .start();
+        dhcp.do_send(crate::actor::dhcp::DhcpConfigMsg(cfg.clone()));
+        self.dhcp = Some(dhcp);
         match netlink::monitor() {
             Ok(rx) => {
                 ctx.add_stream(tokio_stream_from(rx));
@@ -766,6 +776,7 @@ impl Handler<ShutdownMsg> for Supervisor {
         let store = self.store.clone();
         let control = self.control.take();
         let plugins = self.plugins.take();
+        let dhcp = self.dhcp.take();
         let carps: Vec<Addr<Carp>> = self.carps.values().map(|(_, c)| c.addr.clone()).collect();
         let sync = self.pfsync.as_ref().map(|(_, c)| c.addr.clone());
         let tables: Vec<Addr<NftActor>> = [&self.filter, &self.nat]
@@ -793,6 +804,10 @@ impl Handler<ShutdownMsg> for Supervisor {
                 futures::future::join(futures::future::join_all(bows), plugins_stopped).await;
                 if let Some(a) = sync {
                     let _ = tokio::time::timeout(Duration::from_millis(300), a.send(StopMsg)).await;
+                }
+                if let Some(d) = dhcp {
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(1500), d.send(StopMsg)).await;
                 }
                 for a in tables {
                     let _ = tokio::time::timeout(Duration::from_millis(500), a.send(StopMsg)).await;
@@ -997,5 +1012,39 @@ impl Handler<PluginsAddrMsg> for Supervisor {
     type Result = MessageResult<PluginsAddrMsg>;
     fn handle(&mut self, _: PluginsAddrMsg, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.plugins.clone())
+    }
+}
+
+impl Handler<crate::actor::dhcp::DhcpLeasesMsg> for Supervisor {
+    type Result = ResponseFuture<Value>;
+    fn handle(
+        &mut self,
+        m: crate::actor::dhcp::DhcpLeasesMsg,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let d = self.dhcp.clone();
+        Box::pin(async move {
+            match d {
+                Some(d) => d.send(m).await.unwrap_or(Value::Null),
+                None => Value::Null,
+            }
+        })
+    }
+}
+
+impl Handler<crate::actor::dhcp::DhcpFailoverMsg> for Supervisor {
+    type Result = ResponseFuture<Value>;
+    fn handle(
+        &mut self,
+        m: crate::actor::dhcp::DhcpFailoverMsg,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let d = self.dhcp.clone();
+        Box::pin(async move {
+            match d {
+                Some(d) => d.send(m).await.unwrap_or(Value::Null),
+                None => Value::Null,
+            }
+        })
     }
 }

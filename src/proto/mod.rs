@@ -1,6 +1,7 @@
 //! Pure protocol state machines: `(state, now, input) -> actions`. No I/O, no clock, no logging.
 
 pub mod carp;
+pub mod dhcp;
 pub mod time;
 
 pub use carp::{

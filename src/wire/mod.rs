@@ -11,6 +11,7 @@ use serde::Serialize;
 
 pub mod carp;
 pub mod checksum;
+pub mod dhcp;
 pub mod ipv4;
 pub mod pfsync;
 

@@ -35,6 +35,8 @@ pub const METHODS: &[&str] = &[
     "events.subscribe",
     "plugins.list",
     "plugins.restart",
+    "dhcp.leases",
+    "dhcp.failover",
 ];
 
 fn mailbox(e: actix::MailboxError) -> RpcError {
@@ -97,6 +99,16 @@ async fn call(
             Ok(json!(list))
         }
         "carp.status" => sup.send(CarpStatusAllMsg).await.map_err(mailbox),
+        "dhcp.leases" => {
+            let interface = p.str("interface")?.map(str::to_string);
+            sup.send(crate::actor::dhcp::DhcpLeasesMsg { interface })
+                .await
+                .map_err(mailbox)
+        }
+        "dhcp.failover" => sup
+            .send(crate::actor::dhcp::DhcpFailoverMsg)
+            .await
+            .map_err(mailbox),
         "carp.maintenance" => {
             let on = p
                 .bool("enabled")?
