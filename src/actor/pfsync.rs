@@ -294,7 +294,7 @@ impl Pfsync {
                         .machine
                         .states()
                         .filter(|(s, o)| *o == Origin::Peer && s.creator == creator)
-                        .map(|(s, _)| s.clone())
+                        .map(|(s, _)| *s)
                         .collect();
                     tracing::info!(creator, states = gone.len(), "peer cleared its states");
                     self.remove(gone);
