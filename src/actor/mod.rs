@@ -5,6 +5,7 @@ use actix::Message;
 
 pub mod carp;
 pub mod control;
+pub mod hasync;
 pub mod hooks;
 pub mod iface;
 pub mod nft;

@@ -9,4 +9,5 @@ pub use carp::{
 };
 pub use time::Instant;
 pub mod demotion;
+pub mod hasync;
 pub mod nft;
