@@ -22,6 +22,7 @@ use crate::actor::carp::{
     Carp, CarpDemotionMsg, CarpLinkMsg, CarpReconfigMsg, CarpSpec, CarpStatus, CarpStatusMsg,
 };
 use crate::actor::control::Control;
+use crate::actor::hasync::{HaConfigMsg, HaSync};
 use crate::actor::hooks::Hooks;
 use crate::actor::iface::{
     ApplyIfaceMsg, IfaceStatus, IfaceStatusMsg, Interface, LinkEventMsg, LinkRemovedMsg,
@@ -114,6 +115,7 @@ pub struct Supervisor {
     /// Link state of devices as last published.
     links: BTreeMap<String, bool>,
     control: Option<Addr<Control>>,
+    hasync: Option<Addr<HaSync>>,
     started: Instant,
     boot: BootInfo,
     shutting_down: bool,
@@ -142,6 +144,7 @@ impl Supervisor {
             hooks: Hooks::start(boot.lower_or_merged.join("usr/local/etc/rc.syshook.d/carp")),
             links: BTreeMap::new(),
             control: None,
+            hasync: None,
             started: Instant::now(),
             boot,
             shutting_down: false,
@@ -398,6 +401,14 @@ impl Supervisor {
         }) {
             self.apply_carp(&cfg);
         }
+        if let Some(ha) = &self.hasync {
+            ha.do_send(HaConfigMsg {
+                config: c.config.clone(),
+                revision: c.revision,
+                sections: c.sections.clone(),
+                description: c.description.clone(),
+            });
+        }
         self.bus.publish(BusMsg::ConfigApplied {
             revision: c.revision,
             description: c.description.clone(),
@@ -428,6 +439,14 @@ impl Actor for Supervisor {
             tracing::info!("persistent CARP maintenance mode is on: demoted by 240");
         }
         self.apply_carp(&cfg);
+        let ha = HaSync::new(self.boot.state_dir.clone(), ctx.address(), self.bus.clone()).start();
+        ha.do_send(HaConfigMsg {
+            config: cfg.clone(),
+            revision: self.revision,
+            sections: Vec::new(),
+            description: "boot".into(),
+        });
+        self.hasync = Some(ha);
         match netlink::monitor() {
             Ok(rx) => {
                 ctx.add_stream(tokio_stream_from(rx));
@@ -700,6 +719,7 @@ impl Handler<ShutdownMsg> for Supervisor {
             .collect();
         let store = self.store.clone();
         let control = self.control.take();
+        let hasync = self.hasync.take();
         let carps: Vec<Addr<Carp>> = self.carps.values().map(|(_, c)| c.addr.clone()).collect();
         let tables: Vec<Addr<NftActor>> = [&self.filter, &self.nat]
             .into_iter()
@@ -711,6 +731,9 @@ impl Handler<ShutdownMsg> for Supervisor {
                 // The control socket goes first: no new requests while the rest stops.
                 if let Some(c) = control {
                     let _ = tokio::time::timeout(Duration::from_millis(500), c.send(StopMsg)).await;
+                }
+                if let Some(h) = hasync {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), h.send(StopMsg)).await;
                 }
                 // CARP next: each VHID bows out (the peer takes over at once) and drops its VIPs.
                 let bows = carps
@@ -880,5 +903,17 @@ impl Handler<SetDemotionMsg> for Supervisor {
             self.demotion_changed();
         }
         self.demotion.total()
+    }
+}
+
+/// The HaSync actor's address (for `ha.sync` / `ha.status`).
+#[derive(Message)]
+#[rtype(result = "Option<Addr<HaSync>>")]
+pub struct HaAddrMsg;
+
+impl Handler<HaAddrMsg> for Supervisor {
+    type Result = MessageResult<HaAddrMsg>;
+    fn handle(&mut self, _: HaAddrMsg, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.hasync.clone())
     }
 }
