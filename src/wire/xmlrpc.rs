@@ -250,13 +250,15 @@ fn parse_value(v: &Element, depth: usize) -> Result<Value, Error> {
     if v.name() != "value" {
         return Err(structure(format!("<{}> where <value> belongs", v.name())));
     }
-    let kids = element_children(v, "value");
-    let typed = match kids {
-        Ok(k) if k.is_empty() => return Ok(Value::Str(raw_text(v)?)),
-        Ok(k) if k.len() == 1 => k[0],
-        Ok(_) => return Err(structure("more than one element in <value>")),
-        Err(_) => return Err(structure("text mixed with a typed value")),
+    if v.elements().next().is_none() {
+        return Ok(Value::Str(raw_text(v)?));
+    }
+    let kids = element_children(v, "value")
+        .map_err(|_| structure("text mixed with a typed value"))?;
+    let [typed] = kids.as_slice() else {
+        return Err(structure("more than one element in <value>"));
     };
+    let typed = *typed;
     let bad = |kind: &'static str, text: &str| Error::BadValue {
         kind,
         text: text.to_string(),

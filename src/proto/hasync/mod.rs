@@ -537,6 +537,15 @@ fn replace_children(parent: &mut Element, name: &str, new: Vec<Element>, depth: 
     parent.children = out;
 }
 
+/// A value made only of empty arrays (how a master says "this section is empty").
+fn is_void(v: &Value) -> bool {
+    match v {
+        Value::Array(a) => a.is_empty(),
+        Value::Struct(m) => m.iter().all(|(k, v)| k != "@attributes" && is_void(v)),
+        _ => false,
+    }
+}
+
 fn element_nosync(e: &Element) -> bool {
     e.child_value("nosync").is_some_and(|v| v != "0")
 }
@@ -595,6 +604,8 @@ fn merge_member(
                         child.children.push(Node::Text(indent(depth)));
                     }
                 }
+                // Nothing but empty lists for a container we do not have: nothing to remove.
+                None if is_void(v) => {}
                 _ => {
                     let new = elements_from_value(key, v, depth)?;
                     replace_children(parent, key, new, depth);
