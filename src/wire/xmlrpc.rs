@@ -253,8 +253,8 @@ fn parse_value(v: &Element, depth: usize) -> Result<Value, Error> {
     if v.elements().next().is_none() {
         return Ok(Value::Str(raw_text(v)?));
     }
-    let kids = element_children(v, "value")
-        .map_err(|_| structure("text mixed with a typed value"))?;
+    let kids =
+        element_children(v, "value").map_err(|_| structure("text mixed with a typed value"))?;
     let [typed] = kids.as_slice() else {
         return Err(structure("more than one element in <value>"));
     };

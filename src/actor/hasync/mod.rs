@@ -54,6 +54,9 @@ pub const FAULT_APP: i64 = -32500;
 
 const PUSH_TIMEOUT: Duration = Duration::from_secs(60);
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+/// The automatic push waits for every VHID to be MASTER: this many checks, this far apart.
+const PRECHECK_TRIES: u32 = 10;
+const PRECHECK_RETRY: Duration = Duration::from_secs(1);
 
 /// Where the server listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -298,6 +301,10 @@ impl HaSync {
     /// The automatic push after a commit: only when every local VHID is MASTER
     /// (`rc.filter_synchronize pre_check_master`).
     fn auto_push(&mut self, ctx: &mut Context<Self>) {
+        self.auto_push_try(ctx, 0);
+    }
+
+    fn auto_push_try(&mut self, ctx: &mut Context<Self>, attempt: u32) {
         if self.syncing {
             self.pending = true;
             return;
@@ -305,13 +312,21 @@ impl HaSync {
         self.syncing = true;
         let sup = self.sup.clone();
         let check = async move { sup.send(CarpStatusAllMsg).await.ok() };
-        ctx.spawn(check.into_actor(self).then(|carp, act, ctx| {
+        ctx.spawn(check.into_actor(self).then(move |carp, act, ctx| {
             act.syncing = false;
             let not_master = carp
                 .as_ref()
                 .and_then(|c| c["vhids"].as_array())
                 .map(|v| v.iter().any(|x| x["state"] != "MASTER"))
                 .unwrap_or(true);
+            if not_master && attempt < PRECHECK_TRIES {
+                // A VHID just added starts as BACKUP and takes a few adverts to win: ask again.
+                ctx.run_later(PRECHECK_RETRY, move |act, ctx| {
+                    act.auto_push_try(ctx, attempt + 1)
+                });
+                return Box::pin(actix::fut::ready(()))
+                    as Pin<Box<dyn ActorFuture<Self, Output = ()>>>;
+            }
             if not_master {
                 tracing::info!("hasync: pre_check_master: backup mode, no automatic push");
                 act.last_sync = Some(SyncRecord {
