@@ -197,6 +197,15 @@ fn master_pushes_to_backup_and_status_compares_both() {
             .unwrap()
             .contains(&json!("virtualip"))
     );
+    // verifypeer: fw2's self-signed certificate is no longer accepted, and nothing is sent.
+    let fw2_rev = revision(&l, Node::Fw2);
+    let strict = cur.replacen("<hasync>", "<hasync>\n    <verifypeer>1</verifypeer>", 1);
+    apply(&l, Node::Fw1, &strict);
+    let e = l.ctl(Node::Fw1, "ha.sync", json!({})).unwrap_err();
+    assert!(format!("{e:#}").contains("ha.sync failed"), "{e:#}");
+    assert_eq!(revision(&l, Node::Fw2), fw2_rev);
+    let st = ha_status(&l);
+    assert_eq!(st["last_sync"]["result"], "failed", "{st:#}");
     // On the backup there is nothing to push.
     let e = l.ctl(Node::Fw2, "ha.sync", json!({})).unwrap_err();
     assert!(format!("{e:#}").contains("synchronizetoip"), "{e:#}");
@@ -255,6 +264,14 @@ fn server_refuses_bad_input_and_python_interoperates() {
          r = c.getresponse()\n\
          assert r.status == 413, r.status\n\
          assert time.time() - t < 2.0, time.time() - t\n\
+         def chunks():\n    \
+         for _ in range(17): yield b' ' * (1024 * 1024)\n\
+         c = http.client.HTTPSConnection('10.0.0.2', 443, context=ssl._create_unverified_context(), timeout=20)\n\
+         try:\n    \
+         c.request('POST', '/xmlrpc.php', body=chunks(), headers=h, encode_chunked=True)\n\
+         except OSError:\n    pass\n\
+         r = c.getresponse()\n\
+         assert r.status == 413, r.status\n\
          print('ok')\n"
     );
     let (ok, out, _) = python(&l, Node::Fw1, &code);
@@ -262,7 +279,7 @@ fn server_refuses_bad_input_and_python_interoperates() {
     assert_eq!(revision(&l, Node::Fw2), rev);
     let st = l.ctl(Node::Fw2, "ha.status", json!({})).unwrap();
     assert_eq!(st["server"]["stats"]["dtd"], 1, "{st:#}");
-    assert_eq!(st["server"]["stats"]["too_large"], 1, "{st:#}");
+    assert_eq!(st["server"]["stats"]["too_large"], 2, "{st:#}");
     l.ctl(Node::Fw2, "system.status", json!({})).unwrap();
 
     // Python's standard client: firmware_version, listMethods, an unknown method's fault, and
