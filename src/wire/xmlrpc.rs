@@ -671,6 +671,32 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Random bytes and byte-level mutations of a valid call never panic; whatever parses
+        /// re-emits to a call that parses back the same.
+        #[test]
+        fn never_panics(noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+                        at in 0usize..2000, cut in 0usize..2000) {
+            let _ = parse_call(&noise);
+            let _ = parse_response(&noise);
+            let valid = emit_call(&MethodCall {
+                method: "opnsense.restore_config_section".into(),
+                params: vec![Value::Struct(vec![
+                    ("filter".into(), Value::Array(vec![Value::str("a&b"), Value::Int(3)])),
+                    ("x".into(), Value::Bool(true)),
+                ])],
+            })
+            .into_bytes();
+            let mut m = valid.clone();
+            let i = at % m.len();
+            m.splice(i..i, noise.iter().copied());
+            m.truncate(cut.max(1).min(m.len()));
+            if let Ok(c) = parse_call(&m) {
+                proptest::prop_assert_eq!(parse_call(emit_call(&c).as_bytes()), Ok(c));
+            }
+        }
+    }
+
     #[test]
     fn limits_depth_and_size() {
         let mut s = String::new();
