@@ -206,6 +206,24 @@ fn master_pushes_to_backup_and_status_compares_both() {
     assert_eq!(revision(&l, Node::Fw2), fw2_rev);
     let st = ha_status(&l);
     assert_eq!(st["last_sync"]["result"], "failed", "{st:#}");
+    // Plain HTTP when the webgui says so: fw2 listens on port 80, fw1 pushes to http://.
+    let fw2_now = xml(&l, Node::Fw2);
+    assert!(fw2_now.contains("<protocol>https</protocol>"));
+    apply(
+        &l,
+        Node::Fw2,
+        &fw2_now.replacen("<protocol>https</protocol>", "<protocol>http</protocol>", 1),
+    );
+    let http = cur
+        .replacen("<protocol>https</protocol>", "<protocol>http</protocol>", 1)
+        .replacen("Default allow LAN to any rule", "pushed over http", 1);
+    apply(&l, Node::Fw1, &http);
+    wait_fw2(&l, "pushed over http", true);
+    let r = l.ctl(Node::Fw1, "ha.sync", json!({})).unwrap();
+    assert_eq!(r["target"], "http://10.0.0.2/xmlrpc.php", "{r}");
+    let st = ha_status(&l);
+    assert_eq!(st["all_equal"], true, "{st:#}");
+    assert_eq!(st["remote"]["hostname"], "OPNsense");
     // On the backup there is nothing to push.
     let e = l.ctl(Node::Fw2, "ha.sync", json!({})).unwrap_err();
     assert!(format!("{e:#}").contains("synchronizetoip"), "{e:#}");

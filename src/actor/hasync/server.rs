@@ -18,10 +18,13 @@ use serde::Serialize;
 
 use super::{CallMsg, HaSync, UsersMsg};
 use crate::config::User;
-use crate::wire::xmlrpc::{self, Value};
+use crate::wire::xmlrpc;
 
 /// Delay before answering a failed login.
 pub const AUTH_FAIL_DELAY: Duration = Duration::from_secs(1);
+
+/// OPNsense's answer to bad credentials (HTTP 200; clients compare the value to this text).
+pub const AUTH_FAILED: &str = "<?xml version=\"1.0\"?>\n<methodResponse><params><param><value>Authentication failed</value></param></params></methodResponse>\n";
 
 /// Counters, one per outcome / drop reason.
 #[derive(Debug, Default, Serialize)]
@@ -124,7 +127,7 @@ pub async fn handle(
         stats.auth_failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%peer, "xmlrpc: authentication failed");
         actix_rt::time::sleep(AUTH_FAIL_DELAY).await;
-        return xml(xmlrpc::emit_response(&Value::str("Authentication failed")));
+        return xml(AUTH_FAILED.to_string());
     }
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = body.next().await {
