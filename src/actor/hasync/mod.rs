@@ -15,6 +15,7 @@ pub mod client;
 pub mod server;
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -206,7 +207,7 @@ impl HaSync {
 
     /// Push to the backup: `firmware_version` (auth/reachability), `restore_config_section`,
     /// `filter_configure`. Resolves to the report `ha.sync` returns.
-    fn push(&mut self, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Result<Json, String>> {
+    fn push(&mut self) -> ResponseActFuture<Self, Result<Json, String>> {
         let cfg = self.config.clone();
         let revision = self.revision;
         let plan = Self::plan(&cfg);
@@ -244,7 +245,6 @@ impl HaSync {
             .await;
             Ok::<_, String>((url, sections, out))
         };
-        let _ = ctx;
         Box::pin(fut.into_actor(self).map(move |res, act, ctx| {
             act.syncing = false;
             let (record, reply) = match res {
@@ -340,7 +340,7 @@ impl HaSync {
                 return Box::pin(actix::fut::ready(()))
                     as Pin<Box<dyn ActorFuture<Self, Output = ()>>>;
             }
-            Box::pin(act.push(ctx).map(|_, _, _| ()))
+            Box::pin(act.push().map(|_, _, _| ()))
         }));
     }
 
@@ -381,8 +381,6 @@ impl HaSync {
         }
     }
 }
-
-use std::pin::Pin;
 
 impl Actor for HaSync {
     type Context = Context<Self>;
@@ -437,8 +435,8 @@ pub struct HaSyncMsg;
 
 impl Handler<HaSyncMsg> for HaSync {
     type Result = ResponseActFuture<Self, Result<Json, String>>;
-    fn handle(&mut self, _: HaSyncMsg, ctx: &mut Context<Self>) -> Self::Result {
-        self.push(ctx)
+    fn handle(&mut self, _: HaSyncMsg, _: &mut Context<Self>) -> Self::Result {
+        self.push()
     }
 }
 
