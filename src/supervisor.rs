@@ -22,6 +22,7 @@ use crate::actor::carp::{
     Carp, CarpDemotionMsg, CarpLinkMsg, CarpReconfigMsg, CarpSpec, CarpStatus, CarpStatusMsg,
 };
 use crate::actor::control::Control;
+use crate::actor::hasync::{HaConfigMsg, HaSync};
 use crate::actor::hooks::Hooks;
 use crate::actor::iface::{
     ApplyIfaceMsg, IfaceStatus, IfaceStatusMsg, Interface, LinkEventMsg, LinkRemovedMsg,
@@ -118,6 +119,7 @@ pub struct Supervisor {
     links: BTreeMap<String, bool>,
     control: Option<Addr<Control>>,
     plugins: Option<Addr<Plugins>>,
+    hasync: Option<Addr<HaSync>>,
     started: Instant,
     boot: BootInfo,
     shutting_down: bool,
@@ -149,6 +151,7 @@ impl Supervisor {
             links: BTreeMap::new(),
             control: None,
             plugins: None,
+            hasync: None,
             started: Instant::now(),
             boot,
             shutting_down: false,
@@ -466,6 +469,14 @@ impl Supervisor {
         if let Some(d) = &self.dhcp {
             d.do_send(crate::actor::dhcp::DhcpConfigMsg(cfg.clone()));
         }
+        if let Some(ha) = &self.hasync {
+            ha.do_send(HaConfigMsg {
+                config: c.config.clone(),
+                revision: c.revision,
+                sections: c.sections.clone(),
+                description: c.description.clone(),
+            });
+        }
         self.bus.publish(BusMsg::ConfigApplied {
             revision: c.revision,
             description: c.description.clone(),
@@ -503,6 +514,14 @@ impl Actor for Supervisor {
                 .start();
         dhcp.do_send(crate::actor::dhcp::DhcpConfigMsg(cfg.clone()));
         self.dhcp = Some(dhcp);
+        let ha = HaSync::new(self.boot.state_dir.clone(), ctx.address(), self.bus.clone()).start();
+        ha.do_send(HaConfigMsg {
+            config: cfg.clone(),
+            revision: self.revision,
+            sections: Vec::new(),
+            description: "boot".into(),
+        });
+        self.hasync = Some(ha);
         match netlink::monitor() {
             Ok(rx) => {
                 ctx.add_stream(tokio_stream_from(rx));
@@ -777,6 +796,7 @@ impl Handler<ShutdownMsg> for Supervisor {
         let control = self.control.take();
         let plugins = self.plugins.take();
         let dhcp = self.dhcp.take();
+        let hasync = self.hasync.take();
         let carps: Vec<Addr<Carp>> = self.carps.values().map(|(_, c)| c.addr.clone()).collect();
         let sync = self.pfsync.as_ref().map(|(_, c)| c.addr.clone());
         let tables: Vec<Addr<NftActor>> = [&self.filter, &self.nat]
@@ -789,6 +809,9 @@ impl Handler<ShutdownMsg> for Supervisor {
                 // The control socket goes first: no new requests while the rest stops.
                 if let Some(c) = control {
                     let _ = tokio::time::timeout(Duration::from_millis(500), c.send(StopMsg)).await;
+                }
+                if let Some(h) = hasync {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), h.send(StopMsg)).await;
                 }
                 // CARP next: each VHID bows out (the peer takes over at once) and drops its VIPs.
                 // Plugins stop meanwhile (SIGTERM, SIGKILL after 2 s), not delaying the handover.
@@ -1046,5 +1069,17 @@ impl Handler<crate::actor::dhcp::DhcpFailoverMsg> for Supervisor {
                 None => Value::Null,
             }
         })
+    }
+}
+
+/// The HaSync actor's address (for `ha.sync` / `ha.status`).
+#[derive(Message)]
+#[rtype(result = "Option<Addr<HaSync>>")]
+pub struct HaAddrMsg;
+
+impl Handler<HaAddrMsg> for Supervisor {
+    type Result = MessageResult<HaAddrMsg>;
+    fn handle(&mut self, _: HaAddrMsg, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.hasync.clone())
     }
 }

@@ -6,6 +6,7 @@ use actix::Message;
 pub mod carp;
 pub mod control;
 pub mod dhcp;
+pub mod hasync;
 pub mod hooks;
 pub mod iface;
 pub mod nft;

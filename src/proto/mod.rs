@@ -10,5 +10,6 @@ pub use carp::{
 };
 pub use time::Instant;
 pub mod demotion;
+pub mod hasync;
 pub mod nft;
 pub mod pfsync;

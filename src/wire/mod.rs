@@ -14,6 +14,7 @@ pub mod checksum;
 pub mod dhcp;
 pub mod ipv4;
 pub mod pfsync;
+pub mod xmlrpc;
 
 pub use carp::{HEADER_LEN as CARP_HEADER_LEN, Packet as CarpPacket, Repr as CarpRepr};
 pub use ipv4::{HEADER_LEN as IPV4_HEADER_LEN, Header as Ipv4Header, Packet as Ipv4Packet};

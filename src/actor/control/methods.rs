@@ -37,6 +37,8 @@ pub const METHODS: &[&str] = &[
     "plugins.restart",
     "dhcp.leases",
     "dhcp.failover",
+    "ha.sync",
+    "ha.status",
 ];
 
 fn mailbox(e: actix::MailboxError) -> RpcError {
@@ -243,6 +245,25 @@ async fn call(
                 .map_err(mailbox)?
                 .map_err(|e| RpcError::new(rpc::APPLY_FAILED, e))?;
             Ok(json!({"restarted": name}))
+        }
+        "ha.sync" | "ha.status" => {
+            let ha = sup
+                .send(crate::supervisor::HaAddrMsg)
+                .await
+                .map_err(mailbox)?
+                .ok_or_else(|| {
+                    RpcError::new(rpc::UNAVAILABLE, "the HA sync actor is not running")
+                })?;
+            if method == "ha.status" {
+                ha.send(crate::actor::hasync::HaStatusMsg)
+                    .await
+                    .map_err(mailbox)
+            } else {
+                ha.send(crate::actor::hasync::HaSyncMsg)
+                    .await
+                    .map_err(mailbox)?
+                    .map_err(|e| RpcError::new(rpc::APPLY_FAILED, format!("ha.sync failed: {e}")))
+            }
         }
         _ => Err(RpcError::new(
             rpc::METHOD_NOT_FOUND,
