@@ -7,7 +7,7 @@
 //! 100 (keepalived: priority 200/100). Not a test: it prints figures.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -23,7 +23,11 @@ fn repo(rel: &str) -> PathBuf {
 fn tandem_bin() -> PathBuf {
     // Benches build the library in release; the binary beside it is built by scripts/bench.
     let p = repo("target/release/tandem");
-    if p.exists() { p } else { repo("target/debug/tandem") }
+    if p.exists() {
+        p
+    } else {
+        repo("target/debug/tandem")
+    }
 }
 
 fn opts(boot: bool) -> LabOptions {
@@ -117,8 +121,28 @@ fn start_ucarp(lab: &Lab) -> anyhow::Result<Vec<Child>> {
         ] {
             let log = std::fs::File::create(lab.run_dir.join(format!("ucarp-{fw}-{dev}.log")))?;
             let child = Command::new("ip")
-                .args(["netns", "exec", &lab.ns(fw), "ucarp", "-i", dev, "-s", src, "-v", vhid, "-p", "opnsense",
-                    "-a", vip, "-b", "1", "-k", skew, "-P", "-u"])
+                .args([
+                    "netns",
+                    "exec",
+                    &lab.ns(fw),
+                    "ucarp",
+                    "-i",
+                    dev,
+                    "-s",
+                    src,
+                    "-v",
+                    vhid,
+                    "-p",
+                    "opnsense",
+                    "-a",
+                    vip,
+                    "-b",
+                    "1",
+                    "-k",
+                    skew,
+                    "-P",
+                    "-u",
+                ])
                 .arg(&up)
                 .arg("-d")
                 .arg(&down)
@@ -155,8 +179,8 @@ fn has_vip(lab: &Lab, fw: Node) -> bool {
 
 /// fw1 holds the VIPs and fw2 does not (ucarp keeps a VIP on an unplugged node, so both count).
 fn master_on_fw1(lab: &Lab, which: &str) -> bool {
-    let carp_ok = which != "tandem"
-        || wait_carp(lab, Node::Fw1, "MASTER", Duration::from_millis(10)).is_ok();
+    let carp_ok =
+        which != "tandem" || wait_carp(lab, Node::Fw1, "MASTER", Duration::from_millis(10)).is_ok();
     carp_ok && has_vip(lab, Node::Fw1) && !has_vip(lab, Node::Fw2)
 }
 
@@ -179,7 +203,11 @@ fn pulls(lab: &Lab, which: &str) -> anyhow::Result<Vec<f64>> {
         lab.pull_plug(Node::Fw1)?;
         std::thread::sleep(Duration::from_secs(6));
         let (sent, recv, gap) = stop_probe(probe)?;
-        eprintln!("{which} pull {}: gap {:.3} s ({recv}/{sent} answered)", i + 1, gap.as_secs_f64());
+        eprintln!(
+            "{which} pull {}: gap {:.3} s ({recv}/{sent} answered)",
+            i + 1,
+            gap.as_secs_f64()
+        );
         gaps.push(gap.as_secs_f64());
         lab.restore_plug(Node::Fw1)?;
     }
@@ -223,7 +251,9 @@ fn main() -> anyhow::Result<()> {
         let (min, med, max) = stats(&mut g);
         rows.push((imp, min, med, max));
     }
-    println!("\nfailover gap (plug pulled -> first reply through the backup), {PULLS} pulls each, advbase 1 s, backup skew 100:");
+    println!(
+        "\nfailover gap (plug pulled -> first reply through the backup), {PULLS} pulls each, advbase 1 s, backup skew 100:"
+    );
     println!("| implementation | min (s) | median (s) | max (s) |");
     println!("|---|---|---|---|");
     for (imp, min, med, max) in rows {

@@ -460,7 +460,10 @@ impl Supervisor {
         }) {
             self.apply_carp(&cfg);
         }
-        if c.sections.iter().any(|s| matches!(s.as_str(), "interfaces" | "hasync")) {
+        if c.sections
+            .iter()
+            .any(|s| matches!(s.as_str(), "interfaces" | "hasync"))
+        {
             self.apply_pfsync(&cfg, ctx);
         }
         if let Some(p) = &self.plugins {

@@ -21,7 +21,14 @@ fn script(name: &str) -> String {
 /// The TCP+UDP echo server on the WAN side.
 fn echo_server(l: &Lab, port: u16) -> Child {
     Command::new("ip")
-        .args(["netns", "exec", &l.ns(Node::Server), "python3", &script("echo_server.py"), &port.to_string()])
+        .args([
+            "netns",
+            "exec",
+            &l.ns(Node::Server),
+            "python3",
+            &script("echo_server.py"),
+            &port.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -124,7 +131,14 @@ fn without_sync(path: &PathBuf, dir: &std::path::Path, name: &str) -> PathBuf {
     let xml = std::fs::read_to_string(path).unwrap();
     assert!(xml.contains("<pfsyncinterface>opt1</pfsyncinterface>"));
     let p = dir.join(name);
-    std::fs::write(&p, xml.replace("<pfsyncinterface>opt1</pfsyncinterface>", "<pfsyncinterface/>")).unwrap();
+    std::fs::write(
+        &p,
+        xml.replace(
+            "<pfsyncinterface>opt1</pfsyncinterface>",
+            "<pfsyncinterface/>",
+        ),
+    )
+    .unwrap();
     p
 }
 
@@ -134,19 +148,38 @@ fn without_state_sync_the_session_stalls() {
     let dir = common::TempDir::new("ns");
     let m = without_sync(&base.master_config, &dir.0, "m.xml");
     let b = without_sync(&base.backup_config, &dir.0, "b.xml");
-    let l = lab("o", LabOptions { master_config: m, backup_config: b, ..base });
+    let l = lab(
+        "o",
+        LabOptions {
+            master_config: m,
+            backup_config: b,
+            ..base
+        },
+    );
     settled_pair(&l);
-    assert_eq!(l.ctl(Node::Fw2, "pfsync.status", json!({})).unwrap()["enabled"], false);
+    assert_eq!(
+        l.ctl(Node::Fw2, "pfsync.status", json!({})).unwrap()["enabled"],
+        false
+    );
     let _srv = KillOnDrop(echo_server(&l, 7000));
     std::thread::sleep(Duration::from_millis(300));
     let client = sessions(&l, 7000, 1, 10, false);
     std::thread::sleep(Duration::from_secs(2));
-    assert!(fw2_conntrack(&l, 7000).is_empty(), "fw2 has the state without sync?");
+    assert!(
+        fw2_conntrack(&l, 7000).is_empty(),
+        "fw2 has the state without sync?"
+    );
     l.pull_plug(Node::Fw1).unwrap();
     let (ok, v) = result(client);
     // pf semantics (tcp_loose=0, state only from a SYN): fw2 drops the mid-stream packets.
-    assert!(!ok, "the session survived without state sync — mid-stream pickup is on? {v}");
-    assert!(v["missing"].as_u64().unwrap_or(0) > 0 || !v["problems"].as_array().unwrap().is_empty(), "{v}");
+    assert!(
+        !ok,
+        "the session survived without state sync — mid-stream pickup is on? {v}"
+    );
+    assert!(
+        v["missing"].as_u64().unwrap_or(0) > 0 || !v["problems"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
 }
 
 #[test]
@@ -158,12 +191,27 @@ fn thousand_sessions_udp_and_icmp_survive_failover_and_the_move_back() {
     let tcp = sessions(&l, 7000, 1000, 40, false);
     let udp = sessions(&l, 7000, 1, 14, true);
     let ping = Command::new("ip")
-        .args(["netns", "exec", &l.ns(Node::Client), "ping", "-n", "-i", "0.1", "-c", "140", "172.18.0.250"])
+        .args([
+            "netns",
+            "exec",
+            &l.ns(Node::Client),
+            "ping",
+            "-n",
+            "-i",
+            "0.1",
+            "-c",
+            "140",
+            "172.18.0.250",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     wait_until("1000 states on fw2", Duration::from_secs(20), || {
-        fw2_conntrack(&l, 7000).iter().filter(|e| e.contains("ESTABLISHED")).count() >= 1000
+        fw2_conntrack(&l, 7000)
+            .iter()
+            .filter(|e| e.contains("ESTABLISHED"))
+            .count()
+            >= 1000
     });
     std::thread::sleep(Duration::from_secs(1));
     l.pull_plug(Node::Fw1).unwrap();
@@ -174,7 +222,13 @@ fn thousand_sessions_udp_and_icmp_survive_failover_and_the_move_back() {
     let text = String::from_utf8_lossy(&out.stdout);
     let last_replies = text.lines().filter(|x| x.contains("bytes from")).count();
     assert!(last_replies > 60, "icmp stream did not resume: {text}");
-    assert!(text.lines().rev().take(8).any(|x| x.contains("icmp_seq=13")), "no reply at the end: {text}");
+    assert!(
+        text.lines()
+            .rev()
+            .take(8)
+            .any(|x| x.contains("icmp_seq=13")),
+        "no reply at the end: {text}"
+    );
 
     // fw1 comes back with an empty table and a restarted daemon: it must bulk-sync before it
     // takes MASTER back (the pfsync-bulk demotion holds it), and every session lives on.
@@ -184,7 +238,10 @@ fn thousand_sessions_udp_and_icmp_survive_failover_and_the_move_back() {
     l.start_node(Node::Fw1).unwrap();
     wait_all(&l, Node::Fw1, "MASTER", 2, Duration::from_secs(20));
     let st = l.ctl(Node::Fw1, "pfsync.status", json!({})).unwrap();
-    assert!(st["kernel"]["last_bulk_unix"].is_number(), "fw1 took MASTER without a bulk: {st}");
+    assert!(
+        st["kernel"]["last_bulk_unix"].is_number(),
+        "fw1 took MASTER without a bulk: {st}"
+    );
     let count = l.ctl(Node::Fw1, "states.count", json!({})).unwrap();
     assert!(count["kernel"].as_u64().unwrap() >= 1000, "{count}");
     let (ok, v) = result(tcp);
@@ -209,7 +266,17 @@ fn wrong_pfsync_key_injects_nothing() {
     };
     let m = keyed(&base.master_config, "right-key", "m.xml");
     let b = keyed(&base.backup_config, "wrong-key", "b.xml");
-    let l = LabGuard(Lab::up(&prefix("k"), LabOptions { master_config: m, backup_config: b, ..base }).unwrap());
+    let l = LabGuard(
+        Lab::up(
+            &prefix("k"),
+            LabOptions {
+                master_config: m,
+                backup_config: b,
+                ..base
+            },
+        )
+        .unwrap(),
+    );
     settled_pair(&l);
     let _srv = KillOnDrop(echo_server(&l, 7000));
     std::thread::sleep(Duration::from_millis(300));

@@ -301,7 +301,10 @@ impl Pfsync {
                 }
                 Action::BulkDone => {
                     self.kstats.last_bulk_unix = Some(unix_micros() / 1_000_000);
-                    tracing::info!(states = self.machine.len(), "bulk update from the peer complete");
+                    tracing::info!(
+                        states = self.machine.len(),
+                        "bulk update from the peer complete"
+                    );
                 }
                 Action::DemotionHold(on) => {
                     tracing::info!(
@@ -385,7 +388,8 @@ impl Pfsync {
                     .map_err(|e| format!("looking up {}: {e}", spec.device))?
                     .ok_or_else(|| format!("sync device {} does not exist", spec.device))?;
                 let ct = Conntrack::open().map_err(|e| format!("ctnetlink: {e}"))?;
-                let mut events = conntrack::subscribe().map_err(|e| format!("ctnetlink events: {e}"))?;
+                let mut events =
+                    conntrack::subscribe().map_err(|e| format!("ctnetlink events: {e}"))?;
                 events.ignore_portid(ct.portid());
                 let group = match spec.peer {
                     None => Some(MCAST),
@@ -445,7 +449,9 @@ impl Handler<OpenedMsg> for Pfsync {
                     loop {
                         match sock.recv(&mut buf).await {
                             Ok(r) => {
-                                if addr.try_send(RxMsg(buf[..r.len.min(buf.len())].to_vec())).is_err()
+                                if addr
+                                    .try_send(RxMsg(buf[..r.len.min(buf.len())].to_vec()))
+                                    .is_err()
                                     && !addr.connected()
                                 {
                                     break;
@@ -584,7 +590,11 @@ impl Handler<InjectedMsg> for Pfsync {
         self.kstats.injected += (m.1 - bad) as u64;
         self.kstats.inject_errors += bad as u64;
         if let Some(first) = m.0.first() {
-            tracing::warn!(failed = bad, of = m.1, "injecting peer states failed, e.g. {first}");
+            tracing::warn!(
+                failed = bad,
+                of = m.1,
+                "injecting peer states failed, e.g. {first}"
+            );
             self.kstats.last_error = Some(first.clone());
         }
         self.flush_injections(ctx);
@@ -735,8 +745,12 @@ pub async fn states_list(
             (None, None) => None,
             (s, d) => Some(
                 [
-                    s.map(|(a, p)| format!("snat {a}{}", p.map(|p| format!(":{p}")).unwrap_or_default())),
-                    d.map(|(a, p)| format!("dnat {a}{}", p.map(|p| format!(":{p}")).unwrap_or_default())),
+                    s.map(|(a, p)| {
+                        format!("snat {a}{}", p.map(|p| format!(":{p}")).unwrap_or_default())
+                    }),
+                    d.map(|(a, p)| {
+                        format!("dnat {a}{}", p.map(|p| format!(":{p}")).unwrap_or_default())
+                    }),
                 ]
                 .into_iter()
                 .flatten()

@@ -156,7 +156,9 @@ pub fn carp_failover(lab: &Lab) -> anyhow::Result<()> {
         .spawn()
         .context("starting the echo server")?;
     std::thread::sleep(Duration::from_millis(300));
-    println!("The client opens an interactive TCP session to the server (172.18.0.250:7000) through the VIP:");
+    println!(
+        "The client opens an interactive TCP session to the server (172.18.0.250:7000) through the VIP:"
+    );
     println!("one line every 100 ms, each echoed back and checked.");
     let session = Command::new("ip")
         .args(["netns", "exec", &lab.ns(Node::Client), "python3"])
@@ -206,7 +208,8 @@ pub fn carp_failover(lab: &Lab) -> anyhow::Result<()> {
     if out.status.success() {
         println!(
             "the session kept going: {} lines, longest wait for an echo {:.2} s, 0 messages lost\n",
-            result["lines"], result["maxgap_s"].as_f64().unwrap_or(0.0)
+            result["lines"],
+            result["maxgap_s"].as_f64().unwrap_or(0.0)
         );
     } else {
         println!("the session BROKE: {result}\n");

@@ -142,13 +142,18 @@ async fn call(
             Ok(json!(st))
         }
         "pfsync.status" => {
-            let a = sup.send(crate::supervisor::PfsyncAddrMsg).await.map_err(mailbox)?;
+            let a = sup
+                .send(crate::supervisor::PfsyncAddrMsg)
+                .await
+                .map_err(mailbox)?;
             match a {
                 Some(a) => a
                     .send(crate::actor::pfsync::PfsyncStatusMsg)
                     .await
                     .map_err(mailbox),
-                None => Ok(json!({"enabled": false, "reason": "hasync/pfsyncinterface is not set"})),
+                None => {
+                    Ok(json!({"enabled": false, "reason": "hasync/pfsyncinterface is not set"}))
+                }
             }
         }
         "pfsync.bulk" => {
@@ -157,11 +162,17 @@ async fn call(
                 .await
                 .map_err(mailbox)?
                 .ok_or_else(|| RpcError::new(rpc::UNAVAILABLE, "state sync is not configured"))?;
-            a.send(crate::actor::pfsync::PfsyncBulkMsg).await.map_err(mailbox)?;
+            a.send(crate::actor::pfsync::PfsyncBulkMsg)
+                .await
+                .map_err(mailbox)?;
             Ok(json!({"requested": true}))
         }
         "states.list" | "states.count" => {
-            let origins = match sup.send(crate::supervisor::PfsyncAddrMsg).await.map_err(mailbox)? {
+            let origins = match sup
+                .send(crate::supervisor::PfsyncAddrMsg)
+                .await
+                .map_err(mailbox)?
+            {
                 Some(a) => a
                     .send(crate::actor::pfsync::PfsyncOriginsMsg)
                     .await
