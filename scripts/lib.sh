@@ -4,7 +4,7 @@ need_root() {
   if [ "$(id -u)" != 0 ]; then echo "run as root (sudo $0)" >&2; exit 1; fi
 }
 # Debian packages tandem needs at run time and in its tests.
-PACKAGES="iproute2 nftables conntrack procps ucarp tcpdump python3 iputils-ping isc-dhcp-client udhcpc"
+PACKAGES="iproute2 nftables conntrack procps ucarp tcpdump python3 iputils-ping isc-dhcp-client udhcpc kea-dhcp4-server kea-ctrl-agent"
 install_packages() {
   local missing=()
   for p in $PACKAGES; do
