@@ -534,7 +534,9 @@ pub fn unescape(s: &str) -> String {
                 } else {
                     None
                 };
+                // Only characters XML allows: no C0 controls except tab, LF, CR.
                 num.and_then(char::from_u32)
+                    .filter(|c| *c >= ' ' || matches!(c, '\t' | '\n' | '\r'))
             }
         };
         match rep {

@@ -152,6 +152,15 @@ fn parse_doc(input: &[u8]) -> Result<dom::Document, Error> {
     if contains_ci(input, b"<!doctype") || contains_ci(input, b"<!entity") {
         return Err(Error::Dtd);
     }
+    // XML 1.0 allows no C0 control characters but tab, CR and LF (raw or as character references).
+    if let Some(b) = input
+        .iter()
+        .find(|&&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        return Err(Error::Xml(format!(
+            "control character 0x{b:02x} is not allowed in XML"
+        )));
+    }
     let doc = dom::Document::parse(input).map_err(|e| {
         if e.reason.contains("nesting deeper") {
             Error::TooDeep
