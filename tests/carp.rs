@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use tandem::lab::{Lab, LabOptions, Node};
+use tandem::lab::{Lab, LabGuard, LabOptions, Node};
 
 /// CARP's bound for the backup (advbase 1, advskew 100): 3·1 + 100/256 s, plus 0.5 s of slack.
 const BACKUP_BOUND: Duration = Duration::from_millis(3000 + 391 + 500);
@@ -398,5 +398,79 @@ impl Drop for KillOnDrop<'_> {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn syshook_carp_scripts_run_in_order_and_a_failing_one_is_harmless() {
+    let l = LabGuard(
+        Lab::up(
+            &prefix("h"),
+            LabOptions {
+                boot: false,
+                ..default_opts()
+            },
+        )
+        .expect("lab up"),
+    );
+    // OPNsense's hook directory, in fw1's writable overlay layer, before it boots.
+    let record = l.run_dir.join("hooks.log");
+    let dir = l
+        .state_dir(Node::Fw1)
+        .join("upper/usr/local/etc/rc.syshook.d/carp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let scripts = [
+        (
+            "05-fails",
+            "#!/bin/sh\necho failing on purpose >&2\nexit 1\n".to_string(),
+        ),
+        (
+            "10-record",
+            format!("#!/bin/sh\necho \"$1 $2\" >> {}\n", record.display()),
+        ),
+    ];
+    for (name, body) in scripts {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for fw in [Node::Fw1, Node::Fw2] {
+        l.start_node(fw).unwrap();
+        l.wait_ready(fw, Duration::from_secs(15)).unwrap();
+    }
+    settled_pair(&l);
+    l.pull_plug(Node::Fw1).unwrap();
+    wait_all(&l, Node::Fw2, "MASTER", 2, Duration::from_secs(6));
+    l.restore_plug(Node::Fw1).unwrap();
+    wait_all(&l, Node::Fw1, "MASTER", 2, Duration::from_secs(6));
+    let t = Instant::now();
+    // Up: BACKUP, MASTER; plug pulled: INIT (vhid 1 may pass through BACKUP first: em0 goes down
+    // before em1 and the demotion hands vhid 1 over); plug back: BACKUP, MASTER.
+    let ok = |s: &[String]| {
+        s.len() >= 5
+            && s[..2] == ["BACKUP", "MASTER"]
+            && s[s.len() - 2..] == ["BACKUP", "MASTER"]
+            && s[2..s.len() - 2].iter().any(|x| x == "INIT")
+            && s[2..s.len() - 2]
+                .iter()
+                .all(|x| x == "INIT" || x == "BACKUP")
+    };
+    loop {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        let seq = |sub: &str| -> Vec<String> {
+            text.lines()
+                .filter(|x| x.starts_with(sub))
+                .map(|x| x.split_whitespace().nth(1).unwrap_or("").to_string())
+                .collect()
+        };
+        if ok(&seq("3@em0 ")) && ok(&seq("1@em1 ")) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "hook calls for 3@em0 and 1@em1 out of order:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
