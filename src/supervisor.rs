@@ -1041,37 +1041,15 @@ impl Handler<PluginsAddrMsg> for Supervisor {
     }
 }
 
-impl Handler<crate::actor::dhcp::DhcpLeasesMsg> for Supervisor {
-    type Result = ResponseFuture<Value>;
-    fn handle(
-        &mut self,
-        m: crate::actor::dhcp::DhcpLeasesMsg,
-        _: &mut Context<Self>,
-    ) -> Self::Result {
-        let d = self.dhcp.clone();
-        Box::pin(async move {
-            match d {
-                Some(d) => d.send(m).await.unwrap_or(Value::Null),
-                None => Value::Null,
-            }
-        })
-    }
-}
+/// The DHCP service's address (for `dhcp.leases` / `dhcp.failover`).
+#[derive(Message)]
+#[rtype(result = "Option<Addr<crate::actor::dhcp::DhcpService>>")]
+pub struct DhcpAddrMsg;
 
-impl Handler<crate::actor::dhcp::DhcpFailoverMsg> for Supervisor {
-    type Result = ResponseFuture<Value>;
-    fn handle(
-        &mut self,
-        m: crate::actor::dhcp::DhcpFailoverMsg,
-        _: &mut Context<Self>,
-    ) -> Self::Result {
-        let d = self.dhcp.clone();
-        Box::pin(async move {
-            match d {
-                Some(d) => d.send(m).await.unwrap_or(Value::Null),
-                None => Value::Null,
-            }
-        })
+impl Handler<DhcpAddrMsg> for Supervisor {
+    type Result = MessageResult<DhcpAddrMsg>;
+    fn handle(&mut self, _: DhcpAddrMsg, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.dhcp.clone())
     }
 }
 

@@ -346,8 +346,7 @@ fn interop_with_ucarp_both_directions() {
     settled_pair(&l);
     // fw2 runs ucarp instead of tandem (its addresses stay configured).
     l.stop_node(Node::Fw2, Signal::SIGTERM).unwrap();
-    let mut uc = ucarp(&l, 100);
-    let _kill = KillOnDrop(&mut uc);
+    let _uc = KillOnDrop(ucarp(&l, 100));
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(vhid_stats(&l, Node::Fw1, 3)["state"], "MASTER");
     assert!(
@@ -390,15 +389,6 @@ fn interop_with_ucarp_both_directions() {
         vhid_stats(&l, Node::Fw1, 3)["state"] == "MASTER"
     });
     eprintln!("ucarp unplugged -> tandem MASTER after {gap:?}");
-}
-
-struct KillOnDrop<'a>(&'a mut Child);
-
-impl Drop for KillOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -70,14 +70,6 @@ fn result(c: Child) -> (bool, Value) {
     (out.status.success(), v)
 }
 
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// fw2's kernel table entries for connections to `port` (conntrack -L in its namespace).
 fn fw2_conntrack(l: &Lab, port: u16) -> Vec<String> {
     l.run(Node::Fw2, &["conntrack", "-L"])

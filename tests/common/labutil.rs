@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tandem::lab::{Lab, LabGuard, LabOptions, Node};
 
 pub fn prefix(tag: &str) -> String {
@@ -27,24 +26,17 @@ pub fn default_opts() -> LabOptions {
 
 /// vhid -> state for one node.
 pub fn states(l: &Lab, fw: Node) -> Vec<(u64, String)> {
-    let Ok(v) = l.ctl(fw, "carp.status", json!({})) else {
-        return Vec::new();
-    };
-    let mut out: Vec<(u64, String)> = v["vhids"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| {
-                    (
-                        x["vhid"].as_u64().unwrap_or(0),
-                        x["state"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    tandem::lab::demo::carp_states(l, fw)
+}
+
+/// Kills (and reaps) a helper process when dropped, also on panic.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 pub fn all_in(l: &Lab, fw: Node, state: &str, n: usize) -> bool {

@@ -101,16 +101,25 @@ async fn call(
             Ok(json!(list))
         }
         "carp.status" => sup.send(CarpStatusAllMsg).await.map_err(mailbox),
-        "dhcp.leases" => {
-            let interface = p.str("interface")?.map(str::to_string);
-            sup.send(crate::actor::dhcp::DhcpLeasesMsg { interface })
+        "dhcp.leases" | "dhcp.failover" => {
+            let dhcp = sup
+                .send(crate::supervisor::DhcpAddrMsg)
                 .await
-                .map_err(mailbox)
+                .map_err(mailbox)?
+                .ok_or_else(|| {
+                    RpcError::new(rpc::UNAVAILABLE, "the DHCP service is not running")
+                })?;
+            if method == "dhcp.leases" {
+                let interface = p.str("interface")?.map(str::to_string);
+                dhcp.send(crate::actor::dhcp::DhcpLeasesMsg { interface })
+                    .await
+                    .map_err(mailbox)
+            } else {
+                dhcp.send(crate::actor::dhcp::DhcpFailoverMsg)
+                    .await
+                    .map_err(mailbox)
+            }
         }
-        "dhcp.failover" => sup
-            .send(crate::actor::dhcp::DhcpFailoverMsg)
-            .await
-            .map_err(mailbox),
         "carp.maintenance" => {
             let on = p
                 .bool("enabled")?
