@@ -20,14 +20,15 @@ fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// The tandem binary beside this bench's `deps/` directory (built by `scripts/bench`), so a
+/// `CARGO_TARGET_DIR` elsewhere works too.
 fn tandem_bin() -> PathBuf {
-    // Benches build the library in release; the binary beside it is built by scripts/bench.
-    let p = repo("target/release/tandem");
-    if p.exists() {
-        p
-    } else {
-        repo("target/debug/tandem")
-    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(std::path::Path::parent)
+        .map(|d| d.join("tandem"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| repo("target/release/tandem"))
 }
 
 fn opts(boot: bool) -> LabOptions {
