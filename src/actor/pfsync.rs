@@ -87,6 +87,9 @@ pub struct Pfsync {
     /// Injections waiting for the current batch to go out.
     inject_queue: Vec<Entry>,
     inject_busy: bool,
+    /// A table dump is running; another was asked for meanwhile (event overrun).
+    dumping: bool,
+    dump_again: bool,
     stopping: bool,
 }
 
@@ -231,6 +234,9 @@ struct InjectedMsg(Vec<String>, usize);
 impl Pfsync {
     pub fn new(spec: PfsyncSpec, sup: Addr<Supervisor>, nl: rtnetlink::Handle) -> Pfsync {
         let mut cfg = SyncConfig::new(spec.node_id());
+        // Coalesce for at most 1 ms: a full packet goes at once anyway, so a short delay costs
+        // little bandwidth and keeps the sync lag low.
+        cfg.flush_delay = Duration::from_millis(1);
         if let Some(k) = &spec.key {
             cfg = cfg.with_key(k.as_bytes());
         }
@@ -255,6 +261,8 @@ impl Pfsync {
             kstats: KernelStats::default(),
             inject_queue: Vec::new(),
             inject_busy: false,
+            dumping: false,
+            dump_again: false,
             stopping: false,
         }
     }
@@ -404,6 +412,24 @@ impl Pfsync {
         });
     }
 
+    /// Read the whole kernel table (on a socket of its own, so it never interleaves with the
+    /// injection batches), at most one dump at a time; asks made meanwhile are merged into one more.
+    fn start_dump(&mut self, ctx: &mut Context<Self>) {
+        if self.dumping {
+            self.dump_again = true;
+            return;
+        }
+        self.dumping = true;
+        let addr = ctx.address();
+        actix_rt::spawn(async move {
+            let r = match Conntrack::open() {
+                Ok(ct) => ct.dump().await.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("ctnetlink: {e}")),
+            };
+            addr.do_send(DumpMsg(r));
+        });
+    }
+
     fn status(&self) -> Value {
         let st = self.machine.stats();
         json!({
@@ -468,11 +494,7 @@ impl Handler<OpenedMsg> for Pfsync {
                     }
                 });
                 // Our current table, then start syncing.
-                let addr = ctx.address();
-                actix_rt::spawn(async move {
-                    let r = ct.dump().await.map_err(|e| e.to_string());
-                    addr.do_send(DumpMsg(r));
-                });
+                self.start_dump(ctx);
                 tracing::info!(device = %self.spec.device, peer = %self.dst(), "state sync started");
                 if up {
                     self.feed(Input::LinkUp, ctx);
@@ -492,6 +514,10 @@ impl Handler<OpenedMsg> for Pfsync {
 impl Handler<DumpMsg> for Pfsync {
     type Result = ();
     fn handle(&mut self, m: DumpMsg, ctx: &mut Context<Self>) {
+        self.dumping = false;
+        if std::mem::take(&mut self.dump_again) {
+            self.start_dump(ctx);
+        }
         match m.0 {
             Ok(entries) => {
                 let mut actions = Vec::new();
@@ -537,13 +563,7 @@ impl StreamHandler<conntrack::Event> for Pfsync {
             conntrack::Event::Overrun => {
                 self.kstats.overruns += 1;
                 tracing::warn!("conntrack events overran; resyncing from a dump");
-                if let Some(ct) = self.ct.clone() {
-                    let addr = ctx.address();
-                    actix_rt::spawn(async move {
-                        let r = ct.dump().await.map_err(|e| e.to_string());
-                        addr.do_send(DumpMsg(r));
-                    });
-                }
+                self.start_dump(ctx);
                 return;
             }
         };
