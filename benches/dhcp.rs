@@ -354,13 +354,17 @@ fn search(lab: &Lab, name: &str) -> anyhow::Result<Found> {
 }
 
 fn tandem_single(pfx: &str) -> anyhow::Result<Found> {
-    let cfg = standalone_config(&std::env::temp_dir().join(pfx))?;
-    let lab = LabGuard(Lab::up(pfx, opts(true, cfg))?);
-    lab.stop_node(Node::Fw2, nix::sys::signal::Signal::SIGTERM)?;
-    wait_until("fw1 dhcp serving", Duration::from_secs(20), || {
-        tandem_state(&lab, Node::Fw1).is_object()
-    })?;
-    search(&lab, "tandem single")
+    let dir = std::env::temp_dir().join(pfx);
+    let r = standalone_config(&dir).and_then(|cfg| {
+        let lab = LabGuard(Lab::up(pfx, opts(true, cfg))?);
+        lab.stop_node(Node::Fw2, nix::sys::signal::Signal::SIGTERM)?;
+        wait_until("fw1 dhcp serving", Duration::from_secs(20), || {
+            tandem_state(&lab, Node::Fw1).is_object()
+        })?;
+        search(&lab, "tandem single")
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    r
 }
 
 fn tandem_pair(pfx: &str) -> anyhow::Result<Found> {
