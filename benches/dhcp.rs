@@ -32,6 +32,8 @@ use tandem::lab::{Lab, LabGuard, LabOptions, Node};
 const HOOKS: &str = "/usr/lib/x86_64-linux-gnu/kea/hooks";
 const CLIENTS: &str = "200";
 const PERIOD_S: &str = "10";
+/// Between two runs, so that a server's backlog from an overloaded run drains first.
+const PAUSE: Duration = Duration::from_secs(3);
 
 fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -327,7 +329,7 @@ fn search(lab: &Lab, name: &str) -> anyhow::Result<Found> {
             bad = Some(rate);
             break;
         }
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(PAUSE);
     }
     let Some(mut hi) = bad else {
         return Ok((best, top));
@@ -338,7 +340,7 @@ fn search(lab: &Lab, name: &str) -> anyhow::Result<Found> {
         if mid <= lo || mid >= hi {
             break;
         }
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(PAUSE);
         let r = perfdhcp(lab, mid, PERIOD_S)?;
         log(&r);
         if r.clean() {
@@ -352,13 +354,17 @@ fn search(lab: &Lab, name: &str) -> anyhow::Result<Found> {
 }
 
 fn tandem_single(pfx: &str) -> anyhow::Result<Found> {
-    let cfg = standalone_config(&std::env::temp_dir().join(pfx))?;
-    let lab = LabGuard(Lab::up(pfx, opts(true, cfg))?);
-    lab.stop_node(Node::Fw2, nix::sys::signal::Signal::SIGTERM)?;
-    wait_until("fw1 dhcp serving", Duration::from_secs(20), || {
-        tandem_state(&lab, Node::Fw1).is_object()
-    })?;
-    search(&lab, "tandem single")
+    let dir = std::env::temp_dir().join(pfx);
+    let r = standalone_config(&dir).and_then(|cfg| {
+        let lab = LabGuard(Lab::up(pfx, opts(true, cfg))?);
+        lab.stop_node(Node::Fw2, nix::sys::signal::Signal::SIGTERM)?;
+        wait_until("fw1 dhcp serving", Duration::from_secs(20), || {
+            tandem_state(&lab, Node::Fw1).is_object()
+        })?;
+        search(&lab, "tandem single")
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    r
 }
 
 fn tandem_pair(pfx: &str) -> anyhow::Result<Found> {
