@@ -90,6 +90,9 @@ pub struct Pfsync {
     /// A table dump is running; another was asked for meanwhile (event overrun).
     dumping: bool,
     dump_again: bool,
+    /// When the event queue last overran: a dump taken during a burst can miss entries that were
+    /// being created, so dumps repeat until the table has been quiet for a moment.
+    last_overrun: Option<std::time::Instant>,
     stopping: bool,
 }
 
@@ -263,6 +266,7 @@ impl Pfsync {
             inject_busy: false,
             dumping: false,
             dump_again: false,
+            last_overrun: None,
             stopping: false,
         }
     }
@@ -517,6 +521,13 @@ impl Handler<DumpMsg> for Pfsync {
         self.dumping = false;
         if std::mem::take(&mut self.dump_again) {
             self.start_dump(ctx);
+        } else if self
+            .last_overrun
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            // The burst that overran may still have been running while we dumped: look again
+            // once it has settled (a dump of 100k entries takes about 0.1 s).
+            ctx.run_later(Duration::from_millis(500), |a, ctx| a.start_dump(ctx));
         }
         match m.0 {
             Ok(entries) => {
@@ -562,6 +573,7 @@ impl StreamHandler<conntrack::Event> for Pfsync {
             conntrack::Event::Destroy(e) => (Event::Destroy, e),
             conntrack::Event::Overrun => {
                 self.kstats.overruns += 1;
+                self.last_overrun = Some(std::time::Instant::now());
                 tracing::warn!("conntrack events overran; resyncing from a dump");
                 self.start_dump(ctx);
                 return;
