@@ -97,17 +97,8 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
-/// Status bits (nf_conntrack_common.h).
-pub mod status {
-    pub const EXPECTED: u32 = 1 << 0;
-    pub const SEEN_REPLY: u32 = 1 << 1;
-    pub const ASSURED: u32 = 1 << 2;
-    pub const CONFIRMED: u32 = 1 << 3;
-    pub const SRC_NAT: u32 = 1 << 4;
-    pub const DST_NAT: u32 = 1 << 5;
-    pub const SRC_NAT_DONE: u32 = 1 << 7;
-    pub const DST_NAT_DONE: u32 = 1 << 8;
-}
+/// Status bits (nf_conntrack_common.h): one definition, shared with the sync wire format.
+pub use crate::wire::pfsync::status;
 
 /// TCP conntrack flag bits (nf_conntrack_tcp.h).
 pub mod tcp_flag {
