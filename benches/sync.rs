@@ -613,6 +613,18 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
     ));
     wait_carp(&lab, Node::Fw2, "BACKUP", Duration::from_secs(20))?;
 
+    if std::env::var_os("SYNC_BENCH_QUICK").is_some() {
+        // Development loop: lag, RSS and bulk only.
+        eprintln!("--- fw1 log\n{}", lab.log_tail(Node::Fw1, 15));
+        eprintln!("--- fw2 log\n{}", lab.log_tail(Node::Fw2, 40));
+        eprintln!(
+            "--- fw2 pfsync.status\n{}",
+            lab.ctl(Node::Fw2, "pfsync.status", json!({}))
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        );
+        return Ok(());
+    }
     // Rate steps on empty tables (after the RSS figures, which never shrink again).
     lab.run(Node::Fw1, &["conntrack", "-F"])?;
     let _ = wait_for("fw2 emptied", Duration::from_secs(30), || fw2_count() < 100);

@@ -541,6 +541,20 @@ fn events_new_update_destroy() {
             .expect("create");
         let none = tokio::time::timeout(Duration::from_millis(300), quiet.next()).await;
         assert!(none.is_err(), "event from an ignored port: {none:?}");
+        // Another port's request is seen; the ignored one before it never reached user space
+        // (the kernel-side filter dropped it: events are delivered in order).
+        let other = Conntrack::open().expect("second socket");
+        let seen = entry(ports(17, "10.0.0.3", 7, "10.0.0.4", 7));
+        other.create(&seen).await.expect("create");
+        match tokio::time::timeout(Duration::from_secs(2), quiet.next()).await {
+            Ok(Some(Event::New(e))) => assert_eq!(e.orig, seen.orig),
+            other => panic!("want the other port's New, got {other:?}"),
+        }
+        assert_eq!(
+            quiet.ignored_in_user_space(),
+            0,
+            "the ignored port's event reached user space: kernel filter missing"
+        );
     });
 }
 

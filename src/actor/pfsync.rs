@@ -15,6 +15,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures::FutureExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -34,6 +35,8 @@ use crate::wire::ipv4 as wipv4;
 pub const PROTO: i32 = 240;
 /// Multicast group used when no peer address is configured (pfsync's default).
 pub const MCAST: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 240);
+/// Most datagrams handed to the actor in one message.
+const RX_BATCH: usize = 64;
 /// Demotion held while our boot-time bulk request is outstanding.
 pub const BULK_DEMOTION: u32 = 240;
 
@@ -82,7 +85,10 @@ pub struct Pfsync {
     ct: Option<Rc<Conntrack>>,
     sock: Option<Rc<RawIp>>,
     ifindex: Option<u32>,
-    timer: Option<SpawnHandle>,
+    /// The pending wake-up and its deadline (None: as soon as the scheduler comes round).
+    timer: Option<(SpawnHandle, Option<crate::proto::time::Instant>)>,
+    /// The last poll changed nothing: a deadline still due now waits for the timer, not a spin.
+    idle_poll: bool,
     kstats: KernelStats,
     /// Injections waiting for the current batch to go out.
     inject_queue: Vec<Entry>,
@@ -224,7 +230,7 @@ struct OpenedMsg(Result<(Conntrack, conntrack::EventStream, RawIp, u32, bool), S
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct RxMsg(Vec<u8>);
+struct RxMsg(Vec<Vec<u8>>);
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -237,9 +243,10 @@ struct InjectedMsg(Vec<String>, usize);
 impl Pfsync {
     pub fn new(spec: PfsyncSpec, sup: Addr<Supervisor>, nl: rtnetlink::Handle) -> Pfsync {
         let mut cfg = SyncConfig::new(spec.node_id());
-        // Coalesce for at most 1 ms: a full packet goes at once anyway, so a short delay costs
-        // little bandwidth and keeps the sync lag low.
-        cfg.flush_delay = Duration::from_millis(1);
+        // No coalescing timer: a partial packet goes on the next turn of the scheduler, after
+        // the events already readable have been queued (see `rearm`). Under load that still
+        // fills packets; at low rates it keeps the lag at the path's own cost.
+        cfg.flush_delay = Duration::ZERO;
         if let Some(k) = &spec.key {
             cfg = cfg.with_key(k.as_bytes());
         }
@@ -261,6 +268,7 @@ impl Pfsync {
             sock: None,
             ifindex: None,
             timer: None,
+            idle_poll: false,
             kstats: KernelStats::default(),
             inject_queue: Vec::new(),
             inject_busy: false,
@@ -279,16 +287,40 @@ impl Pfsync {
     fn poll(&mut self, ctx: &mut Context<Self>) {
         self.timer = None;
         let a = self.machine.poll(clock::now());
+        self.idle_poll = a.is_empty();
         self.run(a, ctx);
     }
 
+    /// Wakes the actor at the machine's next deadline. A deadline already due runs on the next
+    /// turn of the scheduler rather than on a timer (tokio's timers tick in whole
+    /// milliseconds, which was the floor of the sync lag). A pending wake-up that is not later
+    /// than the new deadline is kept: the poll re-arms.
     fn rearm(&mut self, ctx: &mut Context<Self>) {
-        if let Some(h) = self.timer.take() {
+        let Some(at) = self.machine.poll_at() else {
+            return;
+        };
+        let now = clock::now();
+        let idle = std::mem::take(&mut self.idle_poll);
+        let immediate = at <= now && !idle;
+        match self.timer {
+            Some((_, None)) => return,
+            Some((_, Some(t))) if !immediate && t <= at => return,
+            _ => {}
+        }
+        if let Some((h, _)) = self.timer.take() {
             ctx.cancel_future(h);
         }
-        if let Some(at) = self.machine.poll_at() {
-            self.timer = Some(ctx.run_later(clock::until(at), |a, ctx| a.poll(ctx)));
-        }
+        self.timer = Some(if immediate {
+            let h = ctx.spawn(
+                fut::wrap_future::<_, Self>(tokio::task::yield_now())
+                    .map(|_, a: &mut Self, ctx| a.poll(ctx)),
+            );
+            (h, None)
+        } else {
+            // At least 1 ms: a deadline that is due but made no progress must not spin.
+            let wait = clock::until(at).max(Duration::from_millis(1));
+            (ctx.run_later(wait, |a, ctx| a.poll(ctx)), Some(at))
+        });
     }
 
     fn dst(&self) -> IpAddr {
@@ -472,28 +504,33 @@ impl Handler<OpenedMsg> for Pfsync {
                 self.ct = Some(ct.clone());
                 self.sock = Some(sock.clone());
                 ctx.add_stream(events);
-                // rx task
+                // rx task: everything readable goes to the actor as one batch, and the next
+                // read waits until the actor has handled it (backpressure lands in the socket's
+                // receive buffer, where the kernel counts it, never in a silent mailbox drop).
                 let addr = ctx.address();
                 actix_rt::spawn(async move {
                     let mut buf = vec![0u8; 65536];
                     loop {
+                        let mut batch = Vec::new();
                         match sock.recv(&mut buf).await {
-                            Ok(r) => {
-                                if addr
-                                    .try_send(RxMsg(buf[..r.len.min(buf.len())].to_vec()))
-                                    .is_err()
-                                    && !addr.connected()
-                                {
-                                    break;
-                                }
-                            }
+                            Ok(r) => batch.push(buf[..r.len.min(buf.len())].to_vec()),
                             Err(e) => {
                                 tracing::warn!("pfsync receive failed: {e}");
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                                 if !addr.connected() {
                                     break;
                                 }
+                                continue;
                             }
+                        }
+                        while batch.len() < RX_BATCH {
+                            match sock.recv(&mut buf).now_or_never() {
+                                Some(Ok(r)) => batch.push(buf[..r.len.min(buf.len())].to_vec()),
+                                _ => break,
+                            }
+                        }
+                        if addr.send(RxMsg(batch)).await.is_err() {
+                            break;
                         }
                     }
                 });
@@ -601,16 +638,21 @@ impl StreamHandler<conntrack::Event> for Pfsync {
 impl Handler<RxMsg> for Pfsync {
     type Result = ();
     fn handle(&mut self, m: RxMsg, ctx: &mut Context<Self>) {
-        match wipv4::parse_header(&m.0) {
-            Ok((h, payload)) if h.ttl == 255 => {
-                let p = payload.to_vec();
-                self.feed(Input::Received(p), ctx);
+        let mut actions = Vec::new();
+        let now = clock::now();
+        for pkt in m.0 {
+            match wipv4::parse_header(&pkt) {
+                Ok((h, payload)) if h.ttl == 255 => {
+                    let p = payload.to_vec();
+                    actions.extend(self.machine.handle(now, Input::Received(p)));
+                }
+                Ok(_) => {
+                    self.kstats.bad_ttl += 1;
+                }
+                Err(_) => self.machine.count_drop(DropReason::Truncated),
             }
-            Ok(_) => {
-                self.kstats.bad_ttl += 1;
-            }
-            Err(_) => self.machine.count_drop(DropReason::Truncated),
         }
+        self.run(actions, ctx);
     }
 }
 

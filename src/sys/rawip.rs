@@ -40,6 +40,18 @@ fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
 }
 
+/// Receive buffer of every raw socket: a burst of sync packets (a bulk update is thousands of
+/// datagrams) waits here while the actor works, instead of being dropped.
+const RCVBUF: usize = 4 << 20;
+
+/// SO_RCVBUFFORCE (passes `net.core.rmem_max`, needs CAP_NET_ADMIN), else SO_RCVBUF (capped).
+fn set_rcvbuf(s: &Socket, bytes: usize) -> io::Result<()> {
+    if socket::setsockopt(s, sockopt::RcvBufForce, &bytes).is_err() {
+        s.set_recv_buffer_size(bytes)?;
+    }
+    Ok(())
+}
+
 impl RawIp {
     /// IPv4: bound to `dev`, TTL 255 for unicast and multicast, no loopback of our own sends, and
     /// membership of `group` (e.g. 224.0.0.18) when given.
@@ -59,7 +71,7 @@ impl RawIp {
         if let Some(g) = group {
             s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))?;
         }
-        s.set_recv_buffer_size(1 << 20)?;
+        set_rcvbuf(&s, RCVBUF)?;
         Ok(RawIp {
             fd: register(OwnedFd::from(s))?,
             v6: false,
@@ -84,7 +96,7 @@ impl RawIp {
         if let Some(g) = group {
             s.join_multicast_v6(&g, ifindex)?;
         }
-        s.set_recv_buffer_size(1 << 20)?;
+        set_rcvbuf(&s, RCVBUF)?;
         let fd = OwnedFd::from(s);
         socket::setsockopt(&fd, sockopt::Ipv6RecvHopLimit, &true).map_err(nix_err)?;
         Ok(RawIp {

@@ -539,6 +539,17 @@ fn one(mut v: Vec<Result<(), Error>>) -> Result<(), Error> {
 
 /// Decodes one event datagram into `out`; returns how many messages failed to decode.
 pub fn decode_events(buf: &[u8], ignore: Option<u32>, out: &mut VecDeque<Event>) -> usize {
+    let mut ignored = 0;
+    decode_events_counted(buf, ignore, out, &mut ignored)
+}
+
+/// [`decode_events`], counting the messages dropped for coming from `ignore` in `ignored`.
+pub fn decode_events_counted(
+    buf: &[u8],
+    ignore: Option<u32>,
+    out: &mut VecDeque<Event>,
+    ignored: &mut u64,
+) -> usize {
     let mut bad = 0;
     for m in codec::messages(buf) {
         let m = match m {
@@ -549,6 +560,7 @@ pub fn decode_events(buf: &[u8], ignore: Option<u32>, out: &mut VecDeque<Event>)
             }
         };
         if ignore.is_some_and(|p| p == m.pid && p != 0) {
+            *ignored += 1;
             continue;
         }
         let is_new = m.flags & (codec::NLM_F_CREATE | codec::NLM_F_EXCL) != 0;
@@ -579,6 +591,7 @@ pub struct EventStream {
     decode_errors: u64,
     overruns: u64,
     ignore: Option<u32>,
+    ignored: u64,
 }
 
 impl EventStream {
@@ -592,11 +605,43 @@ impl EventStream {
         self.overruns
     }
 
+    /// Events of the ignored port that reached user space (0 while the kernel filter works).
+    pub fn ignored_in_user_space(&self) -> u64 {
+        self.ignored
+    }
+
     /// Drops events caused by requests of this netlink port (e.g. [`Conntrack::portid`]), so
     /// entries we inject are not echoed.
+    ///
+    /// The kernel drops them before they are queued (a socket filter on `nlmsg_pid`), so a bulk
+    /// injection of 100k entries neither costs 100k wake-ups nor overruns the event queue; the
+    /// same check also runs here in case the filter could not be attached.
     pub fn ignore_portid(&mut self, portid: u32) {
         self.ignore = Some(portid);
+        if let Err(e) =
+            socket2::SockRef::from(self.fd.get_ref()).attach_filter(&portid_filter(portid))
+        {
+            tracing::debug!("conntrack event filter not attached ({e}); filtering in user space");
+        }
     }
+}
+
+/// A classic BPF program that drops netlink messages whose `nlmsg_pid` is `portid` (the port of
+/// the request that caused the event) and accepts everything else. BPF loads are big-endian,
+/// `nlmsg_pid` is in host order: the constant is the host-order bytes read as big-endian.
+fn portid_filter(portid: u32) -> [socket2::SockFilter; 4] {
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const NLMSG_PID_OFFSET: u32 = 12;
+    let k = u32::from_be_bytes(portid.to_ne_bytes());
+    [
+        socket2::SockFilter::new(LD_W_ABS, 0, 0, NLMSG_PID_OFFSET),
+        // Equal: fall through to "drop"; else skip it to "accept".
+        socket2::SockFilter::new(JEQ_K, 0, 1, k),
+        socket2::SockFilter::new(RET_K, 0, 0, 0),
+        socket2::SockFilter::new(RET_K, 0, 0, u32::MAX),
+    ]
 }
 
 impl Stream for EventStream {
@@ -617,7 +662,12 @@ impl Stream for EventStream {
             match guard.try_io(|s| s.get_ref().recv(buf, 0)) {
                 Err(_would_block) => continue,
                 Ok(Ok(_)) => {
-                    let bad = decode_events(&this.buf, this.ignore, &mut this.pending);
+                    let bad = decode_events_counted(
+                        &this.buf,
+                        this.ignore,
+                        &mut this.pending,
+                        &mut this.ignored,
+                    );
                     this.decode_errors += bad as u64;
                 }
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -657,5 +707,6 @@ pub fn subscribe_with(rcvbuf: usize, reliable: bool) -> io::Result<EventStream> 
         decode_errors: 0,
         overruns: 0,
         ignore: None,
+        ignored: 0,
     })
 }
