@@ -118,10 +118,15 @@ struct PeerRx {
     next: u32,
     missing: Vec<Missing>,
     to_ack: Vec<SeqRange>,
+    /// Messages in `to_ack` (an ACK goes at once when this reaches [`ACK_EVERY`]).
+    unacked: usize,
 }
 
 const MAX_MISSING: usize = 256;
 const MAX_TO_ACK: usize = 1024;
+/// Received sequenced messages that make an ACK due at once rather than after
+/// `ack_delay`: a sender paced by its window (a bulk) is not held up by the delay.
+const ACK_EVERY: usize = 32;
 
 enum Track {
     Accepted,
@@ -136,6 +141,7 @@ impl PeerRx {
             next,
             missing: Vec::new(),
             to_ack: Vec::new(),
+            unacked: 0,
         }
     }
 
@@ -201,6 +207,7 @@ impl PeerRx {
     }
 
     fn ack(&mut self, seq: u32) {
+        self.unacked += 1;
         if let Some(last) = self.to_ack.last_mut()
             && last.last.wrapping_add(1) == seq
         {
@@ -424,7 +431,7 @@ impl Sync {
             if let Some(s) = self.window.values().next() {
                 at_least(s.at + self.cfg.resend_timeout);
             }
-            if self.bulk_tx.is_some() && self.window_has_room() {
+            if self.bulk_ready() {
                 at_least(now);
             }
         }
@@ -558,6 +565,7 @@ impl Sync {
         if let Some(p) = &mut self.peer {
             p.missing.clear();
             p.to_ack.clear();
+            p.unacked = 0;
         }
         if let Some(k) = self.window.keys().next_back() {
             self.evicted_max = Some(self.evicted_max.map_or(*k, |e| e.max(*k)));
@@ -641,7 +649,11 @@ impl Sync {
                 return;
             }
             peer.ack(repr.seq);
-            let t = now + self.cfg.ack_delay;
+            let t = if peer.unacked >= ACK_EVERY {
+                now
+            } else {
+                now + self.cfg.ack_delay
+            };
             self.ack_at = Some(self.ack_at.map_or(t, |a| a.min(t)));
         } else {
             peer.observe_next(repr.seq, now, nack_at);
@@ -847,6 +859,12 @@ impl Sync {
 
     fn window_has_room(&self) -> bool {
         self.window.len() < (self.cfg.window.saturating_mul(3) / 4).max(1)
+    }
+
+    /// A bulk goes out only while few messages are unacknowledged: the receiver paces it
+    /// with its ACKs instead of losing what overflows its socket buffer.
+    fn bulk_can_send(&self) -> bool {
+        self.window_has_room() && self.window.len() < self.cfg.bulk_window.max(1)
     }
 
     fn key(&self) -> Option<&[u8]> {
@@ -1124,6 +1142,7 @@ impl Sync {
         }
         let acks: Vec<SeqRange> = if ack_due {
             let n = p.to_ack.len().min(max_ranges);
+            p.unacked = 0;
             p.to_ack.drain(..n).collect()
         } else {
             Vec::new()
@@ -1166,7 +1185,27 @@ impl Sync {
             (self.cfg.mtu.saturating_sub(HEADER_LEN + SUBHEADER_LEN) / STATE_LEN).max(1);
         let mut packets = 0;
         while let Some(mut bulk) = self.bulk_tx.take() {
-            if packets >= self.cfg.max_packets_per_poll.max(1) || !self.window_has_room() {
+            if bulk.pos >= bulk.ids.len() {
+                // Every record is out: BULK_END follows once all of them are acknowledged
+                // (resends go under new sequence numbers, so the receiver cannot tell a gap
+                // before BULK_END from one that was filled; the sender can).
+                if self.bulk_records_unacked() {
+                    self.bulk_tx = Some(bulk);
+                    break;
+                }
+                let n = bulk.sent;
+                self.send_seq(
+                    now,
+                    vec![Section::BulkEnd(n)],
+                    FLAG_BULK,
+                    vec![Item::BulkEnd(n)],
+                    0,
+                    out,
+                );
+                self.stats.bulk_ends_sent += 1;
+                break;
+            }
+            if packets >= self.cfg.max_packets_per_poll.max(1) || !self.bulk_can_send() {
                 self.bulk_tx = Some(bulk);
                 break;
             }
@@ -1186,20 +1225,24 @@ impl Sync {
                 self.send_seq(now, vec![Section::Update(states)], FLAG_BULK, items, 0, out);
                 packets += 1;
             }
-            if bulk.pos >= bulk.ids.len() {
-                let n = bulk.sent;
-                self.send_seq(
-                    now,
-                    vec![Section::BulkEnd(n)],
-                    FLAG_BULK,
-                    vec![Item::BulkEnd(n)],
-                    0,
-                    out,
-                );
-                self.stats.bulk_ends_sent += 1;
-                break;
-            }
             self.bulk_tx = Some(bulk);
+        }
+    }
+
+    /// A bulk record is still waiting for its ACK (in the window, or queued for a resend).
+    fn bulk_records_unacked(&self) -> bool {
+        self.window
+            .values()
+            .any(|s| s.items.iter().any(|i| matches!(i, Item::Bulk(_))))
+            || self.queue.map.values().any(|q| q.any_origin)
+    }
+
+    /// The bulk answer has something to send now.
+    fn bulk_ready(&self) -> bool {
+        match &self.bulk_tx {
+            None => false,
+            Some(b) if b.pos < b.ids.len() => self.bulk_can_send(),
+            Some(_) => !self.bulk_records_unacked(),
         }
     }
 

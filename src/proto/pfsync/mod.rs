@@ -41,8 +41,11 @@
 //! * **Bulk.** At start the machine holds the demotion ([`Action::DemotionHold`]) and sends
 //!   BULK_REQUEST every [`Config::bulk_retry`] (postponed while bulk data arrives) until
 //!   BULK_END, or gives up after [`Config::bulk_timeout`] (counted). A BULK_REQUEST from the
-//!   peer starts a bulk answer: every state of the table in full packets, then BULK_END; at most
-//!   [`Config::max_packets_per_poll`] packets per call, and only while the send window has room.
+//!   peer starts a bulk answer: every state of the table in full packets, at most
+//!   [`Config::max_packets_per_poll`] per call and at most [`Config::bulk_window`]
+//!   unacknowledged (the receiver paces the bulk with its ACKs, which go at once after 32
+//!   messages); BULK_END follows only when every record of the bulk has been acknowledged
+//!   (resends carry new sequence numbers, so only the sender knows that nothing is missing).
 //! * **Link.** While the sync link is down nothing is sent. When it comes back the machine asks
 //!   the peer for a bulk (without the demotion hold) and pushes a full resync at the next sign of
 //!   life from the peer.
@@ -92,6 +95,8 @@ pub struct Config {
     pub window: usize,
     /// The most packets one `poll` emits for a bulk answer: 64.
     pub max_packets_per_poll: usize,
+    /// Most unacknowledged messages while a bulk is being sent.
+    pub bulk_window: usize,
     /// BULK_REQUEST retry interval: 1 s.
     pub bulk_retry: Duration,
     /// Give up waiting for BULK_END (release the demotion): 10 s.
@@ -123,6 +128,7 @@ impl Config {
             max_retries: 10,
             window: 8192,
             max_packets_per_poll: 64,
+            bulk_window: 256,
             bulk_retry: Duration::from_secs(1),
             bulk_timeout: Duration::from_secs(10),
             tombstone_ttl: Duration::from_secs(60),

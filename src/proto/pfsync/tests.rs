@@ -538,7 +538,10 @@ fn unacked_messages_are_resent_then_given_up() {
     assert!(a.bulk_sending());
     let m = sent(&a.poll(ms(t + 10)));
     assert!(m.iter().all(|m| m.flags & FLAG_BULK != 0));
-    assert!(m.last().unwrap().sections.contains(&Section::BulkEnd(1)));
+    assert_eq!(m.len(), 1, "one record; BULK_END waits for its ACK");
+    let end = ack_and_poll(&mut a, ms(t + 11), 50, &m);
+    assert_eq!(end.len(), 1);
+    assert!(end[0].sections.contains(&Section::BulkEnd(1)));
     assert_eq!(a.stats().full_resyncs, 1);
 }
 
@@ -565,10 +568,25 @@ fn bulk_answer_is_sliced() {
     let mut total = 0;
     let mut ends = 0;
     let mut polls = 0;
+    let mut peer_seq = 3;
     while a.bulk_sending() {
+        assert!(polls < 1000, "the bulk never ends");
         let m = sent(&a.poll(ms(20)));
         polls += 1;
         assert!(m.len() <= 4 + 1, "{}", m.len());
+        // The peer acknowledges every message.
+        let acks: Vec<SeqRange> = m
+            .iter()
+            .map(|x| SeqRange {
+                first: x.seq,
+                last: x.seq,
+            })
+            .collect();
+        let _ = a.handle(
+            ms(20),
+            Input::Received(peer_msg(peer_seq, 0, vec![Section::Ack(acks)])),
+        );
+        peer_seq += 1;
         for msg in m {
             assert_eq!(msg.flags & FLAG_BULK, FLAG_BULK);
             for x in msg.sections {
@@ -587,6 +605,161 @@ fn bulk_answer_is_sliced() {
     assert_eq!(ends, 1);
     assert!(polls >= 3);
     assert_eq!(a.stats().sent_states - sent_before, 100);
+}
+
+/// A machine (node 1) past its boot bulk that holds `n` local states and was just asked for a
+/// bulk by the peer (node 9, whose next message has sequence number 3).
+fn bulk_sender(n: u32, c: Config) -> Sync {
+    let mut a = Sync::new(c, ms(0));
+    let _ = a.poll(ms(0));
+    let _ = a.handle(
+        ms(1),
+        Input::Received(peer_msg(1, FLAG_SEQ | FLAG_BULK, vec![Section::BulkEnd(0)])),
+    );
+    for i in 0..n {
+        let _ = a.handle(ms(2), local(Event::New, make_state(i)));
+    }
+    let _ = a.poll(ms(10));
+    let _ = a.handle(
+        ms(20),
+        Input::Received(peer_msg(2, 0, vec![Section::BulkRequest])),
+    );
+    a
+}
+
+/// Acknowledges the sequenced messages of `msgs` as the peer would (in an unsequenced message
+/// announcing `next`), polls, and returns what was sent then.
+fn ack_and_poll(a: &mut Sync, now: Instant, next: u32, msgs: &[Repr]) -> Vec<Repr> {
+    let seqs: Vec<u32> = msgs
+        .iter()
+        .filter(|m| m.flags & FLAG_SEQ != 0)
+        .map(|m| m.seq)
+        .collect();
+    let _ = a.handle(now, Input::Received(peer_msg(next, 0, vec![ack_of(&seqs)])));
+    sent(&a.poll(now))
+}
+
+fn ack_of(seqs: &[u32]) -> Section {
+    Section::Ack(
+        seqs.iter()
+            .map(|&s| SeqRange { first: s, last: s })
+            .collect(),
+    )
+}
+
+#[test]
+fn bulk_is_paced_by_the_window_and_ends_only_when_every_record_is_acked() {
+    let mut c = cfg(1);
+    c.bulk_window = 4;
+    c.max_packets_per_poll = 100;
+    let mut a = bulk_sender(100, c);
+    // The normal traffic before the bulk request was acknowledged by nobody: ack it.
+    let early: Vec<u32> = (0..a.stats().tx_seq).collect();
+    let _ = a.handle(
+        ms(20),
+        Input::Received(peer_msg(3, 0, vec![ack_of(&early)])),
+    );
+    let mut data = Vec::new();
+    let mut t = 21;
+    // Without ACKs, at most 4 messages go out however often it is polled.
+    for _ in 0..5 {
+        data.extend(
+            sent(&a.poll(ms(t)))
+                .into_iter()
+                .filter(|m| m.flags & FLAG_BULK != 0),
+        );
+        t += 1;
+    }
+    assert_eq!(
+        data.len(),
+        4,
+        "the bulk window holds it at 4 unacked messages"
+    );
+    assert!(
+        a.poll_at().is_none_or(|p| p > ms(t)),
+        "no busy wake-up while paced"
+    );
+    // ACK all but the first; then everything else flows, but BULK_END waits for the first.
+    let held = data[0].seq;
+    let mut next_peer = 4;
+    let mut ended = false;
+    for _ in 0..200 {
+        let seqs: Vec<u32> = data.iter().map(|m| m.seq).filter(|s| *s != held).collect();
+        let _ = a.handle(
+            ms(t),
+            Input::Received(peer_msg(next_peer, 0, vec![ack_of(&seqs)])),
+        );
+        next_peer += 1;
+        data = sent(&a.poll(ms(t)));
+        t += 1;
+        assert!(
+            data.iter()
+                .all(|m| !m.sections.contains(&Section::BulkEnd(100))),
+            "BULK_END sent while a record is unacknowledged"
+        );
+        if data.is_empty() {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "all records but one should be out and acked");
+    assert!(a.bulk_sending());
+    // The held message is NACKed: its records go again under a new sequence number...
+    let mut again = sent(&a.handle(
+        ms(t),
+        Input::Received(peer_msg(
+            next_peer,
+            0,
+            vec![Section::Nack(vec![SeqRange {
+                first: held,
+                last: held,
+            }])],
+        )),
+    ));
+    again.extend(sent(&a.poll(ms(t))));
+    let resent: Vec<u32> = again.iter().map(|m| m.seq).collect();
+    assert!(!resent.is_empty(), "the NACKed records are resent");
+    assert!(
+        again
+            .iter()
+            .all(|m| !m.sections.contains(&Section::BulkEnd(100)))
+    );
+    // ... and once that copy is acknowledged, BULK_END follows.
+    let _ = a.handle(
+        ms(t + 1),
+        Input::Received(peer_msg(next_peer + 1, 0, vec![ack_of(&resent)])),
+    );
+    let end: Vec<Repr> = sent(&a.poll(ms(t + 1)))
+        .into_iter()
+        .filter(|m| m.flags & FLAG_BULK != 0)
+        .collect();
+    assert_eq!(end.len(), 1, "{end:?}");
+    assert_eq!(end[0].sections, vec![Section::BulkEnd(100)]);
+    assert!(!a.bulk_sending());
+}
+
+#[test]
+fn many_received_messages_are_acked_at_once() {
+    let mut s = ready(1);
+    let mut acked_early = false;
+    for i in 0..40u32 {
+        let m = peer_msg(
+            2 + i,
+            FLAG_SEQ,
+            vec![Section::Update(vec![peer_state(i, 5)])],
+        );
+        let a = s.handle(ms(100), Input::Received(m));
+        assert!(sent(&a).is_empty());
+        if s.poll_at() == Some(ms(100)) {
+            let acks = sent(&s.poll(ms(100)));
+            assert_eq!(acks.len(), 1);
+            assert!(matches!(acks[0].sections[0], Section::Ack(_)));
+            assert!(i + 1 >= 32, "ACK before 32 messages: {i}");
+            acked_early = true;
+            break;
+        }
+    }
+    assert!(acked_early, "32 messages did not make the ACK due at once");
 }
 
 #[test]
@@ -1041,7 +1214,8 @@ fn nack_for_an_evicted_seq_pushes_the_whole_table() {
         })
         .sum();
     assert_eq!(n, 6);
-    assert!(m.last().unwrap().sections.contains(&Section::BulkEnd(6)));
+    let end = ack_and_poll(&mut a, ms(31), 100, &m);
+    assert!(end.last().unwrap().sections.contains(&Section::BulkEnd(6)));
 }
 
 #[test]
@@ -1051,8 +1225,11 @@ fn send_bulk_and_flushed() {
     let _ = a.poll(ms(12));
     let _ = a.handle(ms(20), Input::SendBulk);
     let m = sent(&a.poll(ms(20)));
-    assert_eq!(m.len(), 2);
-    assert!(m.iter().all(|m| m.flags & FLAG_BULK != 0));
+    assert_eq!(m.len(), 1);
+    let end = ack_and_poll(&mut a, ms(21), 2, &m);
+    assert_eq!(end.len(), 1);
+    assert!(m.iter().chain(end.iter()).all(|m| m.flags & FLAG_BULK != 0));
+    assert_eq!(end[0].sections, vec![Section::BulkEnd(1)]);
     // Our table was flushed: the peer is told to clear our states, and we ask for its table.
     let a2 = a.handle(ms(30), Input::Flushed);
     let m = sent(&a2);
