@@ -618,6 +618,12 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
         eprintln!("--- fw1 log\n{}", lab.log_tail(Node::Fw1, 15));
         eprintln!("--- fw2 log\n{}", lab.log_tail(Node::Fw2, 40));
         eprintln!(
+            "--- fw1 pfsync.status\n{}",
+            lab.ctl(Node::Fw1, "pfsync.status", json!({}))
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        );
+        eprintln!(
             "--- fw2 pfsync.status\n{}",
             lab.ctl(Node::Fw2, "pfsync.status", json!({}))
                 .map(|v| v.to_string())

@@ -425,7 +425,9 @@ impl Sync {
                     at_least(m.nack_at.min(m.since + self.cfg.missing_timeout));
                 }
             }
-            if let Some(t) = self.queue.since {
+            if let Some(t) = self.queue.since
+                && self.window.len() < self.cfg.max_in_flight.max(1)
+            {
                 at_least(t + self.cfg.flush_delay);
             }
             if let Some(s) = self.window.values().next() {
@@ -945,6 +947,11 @@ impl Sync {
             return;
         }
         loop {
+            // Flow control: past `max_in_flight` unacknowledged messages the queue waits (and
+            // keeps coalescing) for ACKs, rather than overrunning the peer or our window.
+            if self.window.len() >= self.cfg.max_in_flight.max(1) || !self.window_has_room() {
+                break;
+            }
             // How many queued ids the next packet takes, and whether it is full.
             let mut fill = Fill::default();
             let mut take = 0;

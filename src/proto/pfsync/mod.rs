@@ -97,6 +97,9 @@ pub struct Config {
     pub max_packets_per_poll: usize,
     /// Most unacknowledged messages while a bulk is being sent.
     pub bulk_window: usize,
+    /// Most unacknowledged messages of ordinary traffic: beyond it the queue waits for ACKs
+    /// (and keeps coalescing) instead of overrunning the peer's socket buffer.
+    pub max_in_flight: usize,
     /// BULK_REQUEST retry interval: 1 s.
     pub bulk_retry: Duration,
     /// Give up waiting for BULK_END (release the demotion): 10 s.
@@ -129,6 +132,7 @@ impl Config {
             window: 8192,
             max_packets_per_poll: 64,
             bulk_window: 256,
+            max_in_flight: 1024,
             bulk_retry: Duration::from_secs(1),
             bulk_timeout: Duration::from_secs(10),
             tombstone_ttl: Duration::from_secs(60),

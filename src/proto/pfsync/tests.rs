@@ -1020,6 +1020,23 @@ fn big_bulk_is_sliced_and_complete() {
 }
 
 #[test]
+fn a_burst_beyond_the_flight_limit_waits_for_acks_instead_of_evicting() {
+    let mut w = World::new(4, 0, b"k", b"k");
+    w.run_until(Instant::from_millis(1500));
+    // 80,000 new states at once: ~8,900 full messages, more than the window (8,192) holds.
+    for n in 0..80_000 {
+        w.local(0, Event::New, make_state(200_000 + n));
+    }
+    w.run_until(w.now + Duration::from_secs(10));
+    assert_eq!(w.kernel(1).len(), 80_000);
+    assert_eq!(w.kernel(1), w.kernel(0));
+    let st = w.nodes[0].sync.stats();
+    assert_eq!(st.window_evicted, 0, "{st:?}");
+    assert_eq!(st.full_resyncs, 0, "{st:?}");
+    assert_eq!(st.resent, 0, "{st:?}");
+}
+
+#[test]
 fn both_nodes_with_traffic_converge() {
     // After a failover both nodes see traffic: B takes over A's states and creates its own.
     for seed in 0..10 {
@@ -1172,7 +1189,7 @@ proptest::proptest! {
 #[test]
 fn nack_for_an_evicted_seq_pushes_the_whole_table() {
     let mut c = cfg(1);
-    c.window = 4;
+    c.max_retries = 0;
     let mut a = Sync::new(c, ms(0));
     let _ = a.poll(ms(0));
     let _ = a.handle(
@@ -1183,7 +1200,20 @@ fn nack_for_an_evicted_seq_pushes_the_whole_table() {
         let _ = a.handle(ms(10 + n), local(Event::New, make_state(n as u32)));
         let _ = a.poll(ms(12 + n));
     }
-    assert_eq!(a.stats().window, 4);
+    assert_eq!(a.stats().window, 6);
+    // 102..105 are acknowledged; 100 and 101 are not and, with no retries allowed, are dropped
+    // from the window when their resend is due.
+    let m = peer_msg(
+        2,
+        0,
+        vec![Section::Ack(vec![SeqRange {
+            first: 102,
+            last: 105,
+        }])],
+    );
+    let _ = a.handle(ms(20), Input::Received(m));
+    let _ = a.poll(ms(13 + 200));
+    assert_eq!(a.stats().window, 0);
     assert_eq!(a.stats().window_evicted, 2);
     // The peer ACKs the rest and NACKs our first message (seq 100), which we no longer have.
     let m = peer_msg(
