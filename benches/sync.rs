@@ -617,6 +617,13 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
         // Development loop: lag, RSS and bulk only.
         eprintln!("--- fw1 log\n{}", lab.log_tail(Node::Fw1, 15));
         eprintln!("--- fw2 log\n{}", lab.log_tail(Node::Fw2, 40));
+        for fw in [Node::Fw1, Node::Fw2] {
+            eprintln!(
+                "--- {fw:?} em2 / raw drops\n{}\n{}",
+                lab.run(fw, &["ip", "-s", "link", "show", "em2"]).unwrap_or_default(),
+                lab.run(fw, &["cat", "/proc/net/raw"]).unwrap_or_default()
+            );
+        }
         eprintln!(
             "--- fw1 pfsync.status\n{}",
             lab.ctl(Node::Fw1, "pfsync.status", json!({}))

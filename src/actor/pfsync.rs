@@ -84,6 +84,10 @@ pub struct Pfsync {
     nl: rtnetlink::Handle,
     ct: Option<Rc<Conntrack>>,
     sock: Option<Rc<RawIp>>,
+    /// Messages to the sender task.
+    tx: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    /// Sends that failed (counted by the sender task).
+    send_failed: Rc<std::cell::Cell<u64>>,
     ifindex: Option<u32>,
     /// The pending wake-up and its deadline (None: as soon as the scheduler comes round).
     timer: Option<(SpawnHandle, Option<crate::proto::time::Instant>)>,
@@ -266,6 +270,8 @@ impl Pfsync {
             nl,
             ct: None,
             sock: None,
+            tx: None,
+            send_failed: Rc::default(),
             ifindex: None,
             timer: None,
             idle_poll: false,
@@ -369,16 +375,30 @@ impl Pfsync {
         }
     }
 
+    /// Hands a message to the sender task (one task, so messages leave in sequence order even
+    /// when the socket's send buffer is full and sends have to wait).
     fn send(&mut self, bytes: Vec<u8>) {
-        let (Some(sock), Some(ifindex)) = (self.sock.clone(), self.ifindex) else {
-            return;
-        };
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(bytes);
+        }
+    }
+
+    fn start_sender(&mut self, sock: Rc<RawIp>, ifindex: u32) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let dst = self.dst();
+        let count = self.send_failed.clone();
         actix_rt::spawn(async move {
-            if let Err(e) = sock.send_to(&bytes, dst, ifindex).await {
-                tracing::debug!(%dst, "pfsync send failed: {e}");
+            while let Some(bytes) = rx.recv().await {
+                if let Err(e) = sock.send_to(&bytes, dst, ifindex).await {
+                    let failed = count.get() + 1;
+                    count.set(failed);
+                    if failed.is_power_of_two() {
+                        tracing::warn!(%dst, failed, "pfsync send failed: {e}");
+                    }
+                }
             }
         });
+        self.tx = Some(tx);
     }
 
     /// Inject the queued entries in one pipelined batch; more queue up meanwhile.
@@ -468,6 +488,8 @@ impl Pfsync {
 
     fn status(&self) -> Value {
         let st = self.machine.stats();
+        let mut kernel = self.kstats.clone();
+        kernel.send_errors = self.send_failed.get();
         json!({
             "interface": self.spec.interface,
             "device": self.spec.device,
@@ -480,7 +502,7 @@ impl Pfsync {
             "bulk_sending": self.machine.bulk_sending(),
             "link_up": self.machine.link_up(),
             "stats": st,
-            "kernel": self.kstats,
+            "kernel": kernel,
         })
     }
 }
@@ -503,6 +525,7 @@ impl Handler<OpenedMsg> for Pfsync {
                 self.ifindex = Some(ifindex);
                 self.ct = Some(ct.clone());
                 self.sock = Some(sock.clone());
+                self.start_sender(sock.clone(), ifindex);
                 ctx.add_stream(events);
                 // rx task: everything readable goes to the actor as one batch, and the next
                 // read waits until the actor has handled it (backpressure lands in the socket's

@@ -44,10 +44,14 @@ fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
 /// datagrams) waits here while the actor works, instead of being dropped.
 const RCVBUF: usize = 4 << 20;
 
-/// SO_RCVBUFFORCE (passes `net.core.rmem_max`, needs CAP_NET_ADMIN), else SO_RCVBUF (capped).
+/// SO_RCVBUFFORCE (passes `net.core.rmem_max`, needs CAP_NET_ADMIN), else SO_RCVBUF (capped);
+/// the send buffer likewise, so a burst queues in the kernel instead of in our sender.
 fn set_rcvbuf(s: &Socket, bytes: usize) -> io::Result<()> {
     if socket::setsockopt(s, sockopt::RcvBufForce, &bytes).is_err() {
         s.set_recv_buffer_size(bytes)?;
+    }
+    if socket::setsockopt(s, sockopt::SndBufForce, &bytes).is_err() {
+        s.set_send_buffer_size(bytes)?;
     }
     Ok(())
 }
