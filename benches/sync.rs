@@ -583,6 +583,23 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
     lab.run(Node::Fw2, &["conntrack", "-F"])?;
     let t0 = Instant::now();
     lab.start_node(Node::Fw2)?;
+    // Development aid: SYNC_BENCH_PERF=1 profiles both daemons during the bulk.
+    let mut perfs = Vec::new();
+    if std::env::var_os("SYNC_BENCH_PERF").is_some() {
+        std::thread::sleep(Duration::from_millis(20));
+        for (fw, name) in [(Node::Fw1, "fw1"), (Node::Fw2, "fw2")] {
+            let pid = tandem_pid(&lab, fw).to_string();
+            let out = format!("/tmp/perf-{name}.data");
+            perfs.push(
+                Command::new("perf")
+                    .args(["record", "-g", "-F", "2000", "-o", &out, "-p", &pid])
+                    .args(["--", "sleep", "2"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            );
+        }
+    }
     let ready = wait_for("fw2 answers", Duration::from_secs(15), || {
         lab.ctl(Node::Fw2, "pfsync.status", json!({})).is_ok()
     })?;
@@ -596,6 +613,9 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
     });
     let total = t0.elapsed();
     let full = fw2_count();
+    for mut p in perfs {
+        let _ = p.wait();
+    }
     r.bulk = match done {
         Ok(_) => format!(
             "{:.3} s from daemon start ({full} states; control socket up at {:.3} s with {at_ready} in)",
@@ -620,7 +640,8 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
         for fw in [Node::Fw1, Node::Fw2] {
             eprintln!(
                 "--- {fw:?} em2 / raw drops\n{}\n{}",
-                lab.run(fw, &["ip", "-s", "link", "show", "em2"]).unwrap_or_default(),
+                lab.run(fw, &["ip", "-s", "link", "show", "em2"])
+                    .unwrap_or_default(),
                 lab.run(fw, &["cat", "/proc/net/raw"]).unwrap_or_default()
             );
         }

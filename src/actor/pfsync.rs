@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -26,6 +27,7 @@ use crate::proto::pfsync::{
     TcpState, TcpWindow, Tuple,
 };
 use crate::supervisor::{SetDemotionMsg, Supervisor};
+use crate::sys::conntrack::injector::{Injector, Op, Report};
 use crate::sys::conntrack::{self, Conntrack, Entry, Tuple as CtTuple};
 use crate::sys::netlink;
 use crate::sys::rawip::RawIp;
@@ -82,7 +84,10 @@ pub struct Pfsync {
     machine: Sync,
     sup: Addr<Supervisor>,
     nl: rtnetlink::Handle,
-    ct: Option<Rc<Conntrack>>,
+    /// Writes peer states into the kernel on worker threads.
+    injector: Option<Injector>,
+    /// Operations per worker waiting for the end of the current turn.
+    pending_ops: Vec<Vec<Op>>,
     sock: Option<Rc<RawIp>>,
     /// Messages to the sender task.
     tx: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
@@ -94,9 +99,6 @@ pub struct Pfsync {
     /// The last poll changed nothing: a deadline still due now waits for the timer, not a spin.
     idle_poll: bool,
     kstats: KernelStats,
-    /// Injections waiting for the current batch to go out.
-    inject_queue: Vec<Entry>,
-    inject_busy: bool,
     /// A table dump is running; another was asked for meanwhile (event overrun).
     dumping: bool,
     dump_again: bool,
@@ -230,7 +232,7 @@ pub fn state_to_entry(s: &State) -> Entry {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct OpenedMsg(Result<(Conntrack, conntrack::EventStream, RawIp, u32, bool), String>);
+struct OpenedMsg(Result<(Injector, conntrack::EventStream, RawIp, u32, bool), String>);
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -242,7 +244,7 @@ struct DumpMsg(Result<Vec<Entry>, String>);
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct InjectedMsg(Vec<String>, usize);
+struct InjectedMsg(Report);
 
 impl Pfsync {
     pub fn new(spec: PfsyncSpec, sup: Addr<Supervisor>, nl: rtnetlink::Handle) -> Pfsync {
@@ -268,7 +270,8 @@ impl Pfsync {
             spec,
             sup,
             nl,
-            ct: None,
+            injector: None,
+            pending_ops: Vec::new(),
             sock: None,
             tx: None,
             send_failed: Rc::default(),
@@ -276,8 +279,6 @@ impl Pfsync {
             timer: None,
             idle_poll: false,
             kstats: KernelStats::default(),
-            inject_queue: Vec::new(),
-            inject_busy: false,
             dumping: false,
             dump_again: false,
             last_overrun: None,
@@ -337,7 +338,9 @@ impl Pfsync {
         for a in actions {
             match a {
                 Action::Send(bytes) => self.send(bytes),
-                Action::Inject(state) => self.inject_queue.push(state_to_entry(&state)),
+                Action::Inject(state) => {
+                    self.queue_op(state.id, Op::Upsert(state_to_entry(&state)))
+                }
                 Action::Remove(state) => self.remove(vec![state]),
                 Action::ClearPeer(creator) => {
                     let gone: Vec<State> = self
@@ -369,7 +372,7 @@ impl Pfsync {
                 }
             }
         }
-        self.flush_injections(ctx);
+        self.submit_ops();
         if !self.stopping {
             self.rearm(ctx);
         }
@@ -401,44 +404,30 @@ impl Pfsync {
         self.tx = Some(tx);
     }
 
-    /// Inject the queued entries in one pipelined batch; more queue up meanwhile.
-    fn flush_injections(&mut self, ctx: &mut Context<Self>) {
-        if self.inject_busy || self.inject_queue.is_empty() {
-            return;
+    /// Queues a kernel write for the worker of state `id` (sent at the end of the turn).
+    fn queue_op(&mut self, id: u64, op: Op) {
+        let Some(inj) = &self.injector else { return };
+        let w = inj.worker_for(id);
+        if self.pending_ops.len() < inj.workers() {
+            self.pending_ops.resize_with(inj.workers(), Vec::new);
         }
-        let Some(ct) = self.ct.clone() else { return };
-        let batch = std::mem::take(&mut self.inject_queue);
-        self.inject_busy = true;
-        let addr = ctx.address();
-        actix_rt::spawn(async move {
-            let n = batch.len();
-            let res = ct.upsert_batch(&batch).await;
-            let errors: Vec<String> = res
-                .into_iter()
-                .zip(batch.iter())
-                .filter_map(|(r, e)| r.err().map(|err| format!("{:?}: {err}", e.orig)))
-                .collect();
-            addr.do_send(InjectedMsg(errors, n));
-        });
+        self.pending_ops[w].push(op);
+    }
+
+    fn submit_ops(&mut self) {
+        let Some(inj) = &self.injector else { return };
+        for (w, ops) in self.pending_ops.iter_mut().enumerate() {
+            if !ops.is_empty() {
+                inj.submit(w, std::mem::take(ops));
+            }
+        }
     }
 
     fn remove(&mut self, states: Vec<State>) {
-        let Some(ct) = self.ct.clone() else { return };
-        if states.is_empty() {
-            return;
+        for s in &states {
+            self.queue_op(s.id, Op::Delete(from_tuple(&s.orig, s.proto), s.zone));
         }
-        let keys: Vec<(CtTuple, u16)> = states
-            .iter()
-            .map(|s| (from_tuple(&s.orig, s.proto), s.zone))
-            .collect();
-        self.kstats.removed += keys.len() as u64;
-        actix_rt::spawn(async move {
-            let res = ct.delete_batch(&keys).await;
-            let bad = res.iter().filter(|r| r.is_err()).count();
-            if bad > 0 {
-                tracing::debug!(bad, "some peer states could not be removed");
-            }
-        });
+        self.kstats.removed += states.len() as u64;
     }
 
     fn open(&mut self, ctx: &mut Context<Self>) {
@@ -451,17 +440,24 @@ impl Pfsync {
                     .await
                     .map_err(|e| format!("looking up {}: {e}", spec.device))?
                     .ok_or_else(|| format!("sync device {} does not exist", spec.device))?;
-                let ct = Conntrack::open().map_err(|e| format!("ctnetlink: {e}"))?;
+                let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+                let report_to = addr.clone();
+                let injector = Injector::start(
+                    workers,
+                    Arc::new(move |r: Report| report_to.do_send(InjectedMsg(r))),
+                )
+                .await
+                .map_err(|e| format!("ctnetlink: {e}"))?;
                 let mut events =
                     conntrack::subscribe().map_err(|e| format!("ctnetlink events: {e}"))?;
-                events.ignore_portid(ct.portid());
+                events.ignore_portids(injector.portids());
                 let group = match spec.peer {
                     None => Some(MCAST),
                     Some(_) => None,
                 };
                 let sock = RawIp::open_v4(PROTO, &spec.device, link.index, group)
                     .map_err(|e| format!("sync socket on {}: {e}", spec.device))?;
-                Ok((ct, events, sock, link.index, link.is_up()))
+                Ok((injector, events, sock, link.index, link.is_up()))
             }
             .await;
             addr.do_send(OpenedMsg(r));
@@ -519,11 +515,10 @@ impl Handler<OpenedMsg> for Pfsync {
     type Result = ();
     fn handle(&mut self, m: OpenedMsg, ctx: &mut Context<Self>) {
         match m.0 {
-            Ok((ct, events, sock, ifindex, up)) => {
-                let ct = Rc::new(ct);
+            Ok((injector, events, sock, ifindex, up)) => {
                 let sock = Rc::new(sock);
                 self.ifindex = Some(ifindex);
-                self.ct = Some(ct.clone());
+                self.injector = Some(injector);
                 self.sock = Some(sock.clone());
                 self.start_sender(sock.clone(), ifindex);
                 ctx.add_stream(events);
@@ -681,20 +676,27 @@ impl Handler<RxMsg> for Pfsync {
 
 impl Handler<InjectedMsg> for Pfsync {
     type Result = ();
-    fn handle(&mut self, m: InjectedMsg, ctx: &mut Context<Self>) {
-        self.inject_busy = false;
-        let bad = m.0.len();
-        self.kstats.injected += (m.1 - bad) as u64;
+    fn handle(&mut self, m: InjectedMsg, _: &mut Context<Self>) {
+        let r = m.0;
+        let bad = r.upsert_errors.len();
+        self.kstats.injected += r.upserted as u64;
         self.kstats.inject_errors += bad as u64;
-        if let Some(first) = m.0.first() {
+        self.kstats.remove_errors += r.delete_errors as u64;
+        if let Some(first) = r.upsert_errors.first() {
             tracing::warn!(
                 failed = bad,
-                of = m.1,
+                of = bad + r.upserted,
+                worker = r.worker,
                 "injecting peer states failed, e.g. {first}"
             );
             self.kstats.last_error = Some(first.clone());
         }
-        self.flush_injections(ctx);
+        if r.delete_errors > 0 {
+            tracing::debug!(
+                bad = r.delete_errors,
+                "some peer states could not be removed"
+            );
+        }
     }
 }
 
@@ -706,7 +708,7 @@ pub struct PfsyncLinkMsg(pub bool);
 impl Handler<PfsyncLinkMsg> for Pfsync {
     type Result = ();
     fn handle(&mut self, m: PfsyncLinkMsg, ctx: &mut Context<Self>) {
-        if self.ct.is_some() {
+        if self.injector.is_some() {
             self.feed(if m.0 { Input::LinkUp } else { Input::LinkDown }, ctx);
         }
     }

@@ -9,6 +9,7 @@
 //! kernel runs its NAT setup, sets `IPS_SRC_NAT`/`IPS_DST_NAT` and rewrites the reply tuple.
 
 pub mod codec;
+pub mod injector;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -540,13 +541,14 @@ fn one(mut v: Vec<Result<(), Error>>) -> Result<(), Error> {
 /// Decodes one event datagram into `out`; returns how many messages failed to decode.
 pub fn decode_events(buf: &[u8], ignore: Option<u32>, out: &mut VecDeque<Event>) -> usize {
     let mut ignored = 0;
-    decode_events_counted(buf, ignore, out, &mut ignored)
+    let ignore: Vec<u32> = ignore.into_iter().collect();
+    decode_events_counted(buf, &ignore, out, &mut ignored)
 }
 
 /// [`decode_events`], counting the messages dropped for coming from `ignore` in `ignored`.
 pub fn decode_events_counted(
     buf: &[u8],
-    ignore: Option<u32>,
+    ignore: &[u32],
     out: &mut VecDeque<Event>,
     ignored: &mut u64,
 ) -> usize {
@@ -559,7 +561,7 @@ pub fn decode_events_counted(
                 break;
             }
         };
-        if ignore.is_some_and(|p| p == m.pid && p != 0) {
+        if m.pid != 0 && ignore.contains(&m.pid) {
             *ignored += 1;
             continue;
         }
@@ -590,7 +592,7 @@ pub struct EventStream {
     pending: VecDeque<Event>,
     decode_errors: u64,
     overruns: u64,
-    ignore: Option<u32>,
+    ignore: Vec<u32>,
     ignored: u64,
 }
 
@@ -617,31 +619,40 @@ impl EventStream {
     /// injection of 100k entries neither costs 100k wake-ups nor overruns the event queue; the
     /// same check also runs here in case the filter could not be attached.
     pub fn ignore_portid(&mut self, portid: u32) {
-        self.ignore = Some(portid);
-        if let Err(e) =
-            socket2::SockRef::from(self.fd.get_ref()).attach_filter(&portid_filter(portid))
-        {
+        self.ignore_portids(&[portid]);
+    }
+
+    /// [`EventStream::ignore_portid`] for several ports (e.g. one per injection worker).
+    pub fn ignore_portids(&mut self, portids: &[u32]) {
+        self.ignore = portids.to_vec();
+        let prog = portid_filter(portids);
+        if let Err(e) = socket2::SockRef::from(self.fd.get_ref()).attach_filter(&prog) {
             tracing::debug!("conntrack event filter not attached ({e}); filtering in user space");
         }
     }
 }
 
-/// A classic BPF program that drops netlink messages whose `nlmsg_pid` is `portid` (the port of
-/// the request that caused the event) and accepts everything else. BPF loads are big-endian,
-/// `nlmsg_pid` is in host order: the constant is the host-order bytes read as big-endian.
-fn portid_filter(portid: u32) -> [socket2::SockFilter; 4] {
+/// A classic BPF program that drops netlink messages whose `nlmsg_pid` is one of `portids` (the
+/// port of the request that caused the event) and accepts everything else. BPF loads are
+/// big-endian, `nlmsg_pid` is in host order: each constant is the host-order bytes read as
+/// big-endian. At most 250 ports (a jump offset is 8 bits); more are filtered in user space.
+fn portid_filter(portids: &[u32]) -> Vec<socket2::SockFilter> {
     const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
     const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
     const RET_K: u16 = 0x06; // BPF_RET | BPF_K
     const NLMSG_PID_OFFSET: u32 = 12;
-    let k = u32::from_be_bytes(portid.to_ne_bytes());
-    [
-        socket2::SockFilter::new(LD_W_ABS, 0, 0, NLMSG_PID_OFFSET),
-        // Equal: fall through to "drop"; else skip it to "accept".
-        socket2::SockFilter::new(JEQ_K, 0, 1, k),
-        socket2::SockFilter::new(RET_K, 0, 0, 0),
-        socket2::SockFilter::new(RET_K, 0, 0, u32::MAX),
-    ]
+    let ports = &portids[..portids.len().min(250)];
+    let n = ports.len();
+    let mut prog = vec![socket2::SockFilter::new(LD_W_ABS, 0, 0, NLMSG_PID_OFFSET)];
+    for (i, p) in ports.iter().enumerate() {
+        let k = u32::from_be_bytes(p.to_ne_bytes());
+        // Equal: jump to "drop" (after the remaining compares and "accept").
+        let to_drop = (n - i) as u8; // remaining compares after this one + accept
+        prog.push(socket2::SockFilter::new(JEQ_K, to_drop, 0, k));
+    }
+    prog.push(socket2::SockFilter::new(RET_K, 0, 0, u32::MAX));
+    prog.push(socket2::SockFilter::new(RET_K, 0, 0, 0));
+    prog
 }
 
 impl Stream for EventStream {
@@ -664,7 +675,7 @@ impl Stream for EventStream {
                 Ok(Ok(_)) => {
                     let bad = decode_events_counted(
                         &this.buf,
-                        this.ignore,
+                        &this.ignore,
                         &mut this.pending,
                         &mut this.ignored,
                     );
@@ -706,7 +717,7 @@ pub fn subscribe_with(rcvbuf: usize, reliable: bool) -> io::Result<EventStream> 
         pending: VecDeque::new(),
         decode_errors: 0,
         overruns: 0,
-        ignore: None,
+        ignore: Vec::new(),
         ignored: 0,
     })
 }
