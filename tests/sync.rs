@@ -281,3 +281,52 @@ fn wrong_pfsync_key_injects_nothing() {
     assert_eq!(st["kernel"]["injected"], 0, "{st}");
     assert!(fw2_conntrack(&l, 7000).is_empty());
 }
+
+/// A UDP flow refreshes its conntrack timeout with every packet but raises no event; the peer's
+/// copy must still be kept alive (tandem re-sends it from a periodic dump). With UDP timeouts of
+/// a few seconds on both nodes, fw2 must still hold the flow's NAT state well after the last
+/// event, and the flow must survive pulling fw1's plug then.
+#[test]
+fn an_active_udp_flow_stays_alive_on_the_peer_without_events() {
+    let l = lab("u", default_opts());
+    for fw in [Node::Fw1, Node::Fw2] {
+        l.run(
+            fw,
+            &[
+                "sysctl",
+                "-qw",
+                "net.netfilter.nf_conntrack_udp_timeout=6",
+                "net.netfilter.nf_conntrack_udp_timeout_stream=8",
+            ],
+        )
+        .unwrap();
+    }
+    settled_pair(&l);
+    let _srv = KillOnDrop(echo_server(&l, 7000));
+    std::thread::sleep(Duration::from_millis(300));
+    let udp = sessions(&l, 7000, 1, 26, true);
+    let udp_on_fw2 = || {
+        fw2_conntrack(&l, 7000)
+            .iter()
+            .any(|e| e.starts_with("udp") && e.contains("dst=172.18.0.100"))
+    };
+    wait_until("UDP state on fw2", Duration::from_secs(5), udp_on_fw2);
+    // 20 s: more than twice the stream timeout since the flow's last event (ASSURED).
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(20) {
+        assert!(
+            udp_on_fw2(),
+            "fw2 lost the UDP flow's state after {:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let st = l.ctl(Node::Fw1, "pfsync.status", json!({})).unwrap();
+    assert!(
+        st["stats"]["refreshed"].as_u64().unwrap_or(0) >= 2,
+        "no refresh sent: {st}"
+    );
+    l.pull_plug(Node::Fw1).unwrap();
+    let (ok, v) = result(udp);
+    assert!(ok, "udp flow broke across the failover: {v}");
+}

@@ -242,6 +242,20 @@ struct RxMsg(Vec<Vec<u8>>);
 #[rtype(result = "()")]
 struct DumpMsg(Result<Vec<Entry>, String>);
 
+/// Part of a refresh dump (see [`Input::Refresh`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RefreshChunkMsg(Vec<Entry>);
+
+/// The refresh dump ended (after `took`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RefreshDoneMsg(Result<Duration, String>);
+
+/// The shortest interval between two refresh dumps; longer when the dump is slow, so that
+/// refreshing costs at most ~2 % of a core (a dump of 100k entries takes ~0.1 s).
+const REFRESH_MIN: Duration = Duration::from_secs(5);
+
 #[derive(Message)]
 #[rtype(result = "()")]
 struct InjectedMsg(Report);
@@ -482,6 +496,37 @@ impl Pfsync {
         });
     }
 
+    /// Walks the kernel table for local states whose timeout moved on without an event
+    /// (traffic on an established UDP or ICMP flow), chunk by chunk, never during a resync dump.
+    fn start_refresh(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        if self.dumping {
+            ctx.run_later(REFRESH_MIN, |a, ctx| a.start_refresh(ctx));
+            return;
+        }
+        self.dumping = true;
+        let addr = ctx.address();
+        actix_rt::spawn(async move {
+            let t0 = std::time::Instant::now();
+            let r = match Conntrack::open() {
+                Ok(ct) => ct
+                    .dump_with(|chunk| {
+                        let addr = addr.clone();
+                        async move {
+                            let _ = addr.send(RefreshChunkMsg(chunk)).await;
+                        }
+                    })
+                    .await
+                    .map(|_| t0.elapsed())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("ctnetlink: {e}")),
+            };
+            addr.do_send(RefreshDoneMsg(r));
+        });
+    }
+
     fn status(&self) -> Value {
         let st = self.machine.stats();
         let mut kernel = self.kstats.clone();
@@ -552,8 +597,9 @@ impl Handler<OpenedMsg> for Pfsync {
                         }
                     }
                 });
-                // Our current table, then start syncing.
+                // Our current table, then start syncing; refresh dumps from then on.
                 self.start_dump(ctx);
+                ctx.run_later(REFRESH_MIN, |a, ctx| a.start_refresh(ctx));
                 tracing::info!(device = %self.spec.device, peer = %self.dst(), "state sync started");
                 if up {
                     self.feed(Input::LinkUp, ctx);
@@ -616,6 +662,39 @@ impl Handler<DumpMsg> for Pfsync {
                 self.kstats.last_error = Some(e);
             }
         }
+    }
+}
+
+impl Handler<RefreshChunkMsg> for Pfsync {
+    type Result = ();
+    fn handle(&mut self, m: RefreshChunkMsg, ctx: &mut Context<Self>) {
+        let now = clock::now();
+        let mut actions = Vec::new();
+        for e in &m.0 {
+            if let Some(state) = entry_to_state(e) {
+                actions.extend(self.machine.handle(now, Input::Refresh(state)));
+            }
+        }
+        self.run(actions, ctx);
+    }
+}
+
+impl Handler<RefreshDoneMsg> for Pfsync {
+    type Result = ();
+    fn handle(&mut self, m: RefreshDoneMsg, ctx: &mut Context<Self>) {
+        self.dumping = false;
+        let next = match m.0 {
+            Ok(took) => REFRESH_MIN.max(took * 50),
+            Err(e) => {
+                tracing::warn!("conntrack refresh dump failed: {e}");
+                self.kstats.last_error = Some(e);
+                REFRESH_MIN
+            }
+        };
+        if std::mem::take(&mut self.dump_again) {
+            self.start_dump(ctx);
+        }
+        ctx.run_later(next, |a, ctx| a.start_refresh(ctx));
     }
 }
 

@@ -1,6 +1,7 @@
 //! The sync machine. See the module documentation of [`super`] for the rules.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
 
 use super::stats::{DropReason, Stats, add};
 use super::{Action, Config, Event, Input, Origin};
@@ -15,6 +16,9 @@ use crate::wire::pfsync::{
 struct Entry {
     state: State,
     origin: Origin,
+    /// When `state.timeout` was read (a local event) or received (a peer record): the peer's
+    /// copy of a local state expires at `at + timeout` unless it hears from us again.
+    at: Instant,
 }
 
 /// What one sequenced message carried, so that it can be sent again from the table.
@@ -451,6 +455,7 @@ impl Sync {
                 origin,
             } => self.process_local(now, event, state, origin),
             Input::Received(bytes) => self.process_message(now, &bytes, &mut out),
+            Input::Refresh(state) => self.process_refresh(now, state),
             Input::RequestBulk => self.request_bulk(now, false, &mut out),
             Input::SendBulk => self.start_bulk(),
             Input::Flushed => self.process_flushed(now, &mut out),
@@ -519,6 +524,7 @@ impl Sync {
                     Entry {
                         state: st,
                         origin: Origin::Local,
+                        at: now,
                     },
                 );
                 self.tombstones.remove(&id);
@@ -537,6 +543,28 @@ impl Sync {
                     self.queue.push(id, Pending::Delete, 0, false, now);
                 }
             },
+        }
+    }
+
+    /// A local state as the kernel has it now (a periodic dump). Conntrack reports no event
+    /// when traffic only pushes a state's timeout forward, so the peer's copy of an idle-looking
+    /// but alive state (a UDP stream, ICMP) would expire there: it is sent again once the peer's
+    /// copy has less than half of the time left that ours has.
+    fn process_refresh(&mut self, now: Instant, mut st: State) {
+        st.id = State::compute_id(st.proto, &st.orig, st.zone);
+        match self.table.get(&st.id) {
+            Some(e) if e.origin == Origin::Peer => {}
+            Some(e) => {
+                let peer_left = (e.at + Duration::from_secs(u64::from(e.state.timeout)))
+                    .saturating_duration_since(now);
+                let ours = Duration::from_secs(u64::from(st.timeout));
+                if peer_left * 2 < ours {
+                    self.stats.refreshed += 1;
+                    self.process_local(now, Event::Update, st, Origin::Local);
+                }
+            }
+            // An event we missed.
+            None => self.process_local(now, Event::Update, st, Origin::Local),
         }
     }
 
@@ -754,7 +782,6 @@ impl Sync {
                 self.stats.tcp_backwards_kept += 1;
             }
         }
-        let _ = now;
         self.tombstones.remove(&s.id);
         self.queue.map.remove(&s.id);
         self.table.insert(
@@ -762,6 +789,7 @@ impl Sync {
             Entry {
                 state: merged,
                 origin: Origin::Peer,
+                at: now,
             },
         );
         self.stats.injected += 1;

@@ -102,6 +102,8 @@ pub struct Stats {
     pub removed: u64,
     /// Local-origin events of states the peer injected (not echoed back).
     pub echo_suppressed: u64,
+    /// Local states sent again by a periodic refresh (their timeout moved on without an event).
+    pub refreshed: u64,
     /// Updates applied with our TCP state kept because theirs was behind.
     pub tcp_backwards_kept: u64,
     /// Records sent again (after a NACK or an ACK timeout).

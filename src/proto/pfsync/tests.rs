@@ -763,6 +763,58 @@ fn many_received_messages_are_acked_at_once() {
 }
 
 #[test]
+fn refresh_resends_a_state_whose_timeout_moved_on_silently() {
+    let mut s = ready(1);
+    let mut st = make_state(1);
+    st.timeout = 30;
+    let _ = s.handle(ms(100), local(Event::New, st));
+    let first = sent(&s.poll(ms(102)));
+    assert_eq!(first.len(), 1);
+    let _ = ack_and_poll(&mut s, ms(103), 2, &first);
+    let upd = |m: &[Repr]| -> usize {
+        m.iter()
+            .flat_map(|m| m.sections.iter())
+            .map(|x| match x {
+                Section::Update(v) | Section::Insert(v) => v.len(),
+                _ => 0,
+            })
+            .sum()
+    };
+    // 5 s later the kernel shows 30 s left again (traffic): the peer's copy still has 25 s.
+    let mut a = s.handle(ms(5_100), Input::Refresh(st));
+    a.extend(s.poll(ms(5_102)));
+    assert_eq!(upd(&sent(&a)), 0, "peer copy has more than half left");
+    // 20 s later: the peer's copy has 10 s left, ours 30: sent again.
+    let mut a = s.handle(ms(20_100), Input::Refresh(st));
+    a.extend(s.poll(ms(20_102)));
+    let m = sent(&a);
+    assert_eq!(upd(&m), 1);
+    let _ = ack_and_poll(&mut s, ms(20_103), 2, &m);
+    assert_eq!(s.stats().refreshed, 1);
+    // And not again right after.
+    let mut a = s.handle(ms(21_100), Input::Refresh(st));
+    a.extend(s.poll(ms(21_102)));
+    assert_eq!(upd(&sent(&a)), 0);
+    // A state we never heard of (a missed event) is sent; a peer's state never is.
+    let mut unknown = make_state(2);
+    unknown.timeout = 30;
+    let mut a = s.handle(ms(22_000), Input::Refresh(unknown));
+    a.extend(s.poll(ms(22_002)));
+    let m = sent(&a);
+    assert_eq!(upd(&m), 1);
+    let _ = ack_and_poll(&mut s, ms(22_003), 2, &m);
+    let theirs = peer_state(3, 5);
+    let _ = s.handle(
+        ms(22_100),
+        Input::Received(peer_msg(2, FLAG_SEQ, vec![Section::Update(vec![theirs])])),
+    );
+    let mut a = s.handle(ms(60_000), Input::Refresh(theirs));
+    a.extend(s.poll(ms(60_002)));
+    assert_eq!(upd(&sent(&a)), 0);
+    assert_eq!(s.stats().refreshed, 1);
+}
+
+#[test]
 fn drops_are_counted_per_reason() {
     let mut s = ready(1);
     let good = peer_msg(

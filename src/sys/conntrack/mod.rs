@@ -320,22 +320,44 @@ impl Conntrack {
 
     /// Like [`Conntrack::dump`], also returning how many entries were skipped as malformed.
     pub async fn dump_counted(&self) -> Result<(Vec<Entry>, usize), Error> {
+        let mut out = Vec::new();
+        let bad = self
+            .dump_with(|chunk| {
+                out.extend(chunk);
+                std::future::ready(())
+            })
+            .await?;
+        Ok((out, bad))
+    }
+
+    /// Dumps the table chunk by chunk (the entries of one received datagram at a time, awaiting
+    /// `f` before reading on), so a large table is never held in memory at once. Returns how
+    /// many entries were skipped as malformed.
+    pub async fn dump_with<F, Fut>(&self, mut f: F) -> Result<usize, Error>
+    where
+        F: FnMut(Vec<Entry>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let mut inner = self.inner.lock().await;
         let seq = inner.next_seq(1);
         let mut w = Writer::new();
         w.dump(seq);
         inner.send(&w.buf)?;
-        let mut out = Vec::new();
         let mut bad = 0usize;
         loop {
             inner.recv().await?;
+            let mut chunk = Vec::new();
+            let mut done = false;
             for m in codec::messages(&inner.rbuf) {
                 let m = m?;
                 if m.seq != seq {
                     continue;
                 }
                 match m.ty {
-                    codec::NLMSG_DONE => return Ok((out, bad)),
+                    codec::NLMSG_DONE => {
+                        done = true;
+                        break;
+                    }
                     codec::NLMSG_ERROR => {
                         let (code, _) = codec::parse_error(&m)?;
                         if code != 0 {
@@ -344,11 +366,17 @@ impl Conntrack {
                     }
                     codec::NLMSG_OVERRUN => return Err(Error::Decode("dump overrun".into())),
                     codec::MSG_CT_NEW => match codec::parse_entry(m.payload) {
-                        Ok(e) => out.push(e),
+                        Ok(e) => chunk.push(e),
                         Err(_) => bad += 1,
                     },
                     _ => {}
                 }
+            }
+            if !chunk.is_empty() {
+                f(chunk).await;
+            }
+            if done {
+                return Ok(bad);
             }
         }
     }
