@@ -106,6 +106,8 @@ pub struct Pfsync {
     /// being created, so dumps repeat until the table has been quiet for a moment.
     last_overrun: Option<std::time::Instant>,
     stopping: bool,
+    /// The interval between refresh dumps (longer when a dump is slow).
+    refresh_every: Duration,
 }
 
 fn unix_micros() -> u64 {
@@ -238,19 +240,24 @@ struct OpenedMsg(Result<(Injector, conntrack::EventStream, RawIp, u32, bool), St
 #[rtype(result = "()")]
 struct RxMsg(Vec<Vec<u8>>);
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct DumpMsg(Result<Vec<Entry>, String>);
+/// Why the kernel table is being read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DumpKind {
+    /// After start or an event overrun: every local state goes to the machine as an update.
+    Resync,
+    /// Periodic: only states whose timeout moved on silently are sent (see [`Input::Refresh`]).
+    Refresh,
+}
 
-/// Part of a refresh dump (see [`Input::Refresh`]).
+/// Part of a table dump (the entries of one netlink datagram).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct RefreshChunkMsg(Vec<Entry>);
+struct DumpChunkMsg(DumpKind, Vec<Entry>);
 
-/// The refresh dump ended (after `took`).
+/// A table dump ended (after `took`).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct RefreshDoneMsg(Result<Duration, String>);
+struct DumpDoneMsg(DumpKind, Result<Duration, String>);
 
 /// The shortest interval between two refresh dumps; longer when the dump is slow, so that
 /// refreshing costs at most ~2 % of a core (a dump of 100k entries takes ~0.1 s).
@@ -297,6 +304,7 @@ impl Pfsync {
             dump_again: false,
             last_overrun: None,
             stopping: false,
+            refresh_every: REFRESH_MIN,
         }
     }
 
@@ -478,32 +486,28 @@ impl Pfsync {
         });
     }
 
-    /// Read the whole kernel table (on a socket of its own, so it never interleaves with the
-    /// injection batches), at most one dump at a time; asks made meanwhile are merged into one more.
+    /// Reads the whole kernel table on a socket of its own (so it never interleaves with the
+    /// injections), chunk by chunk (a large table is never held at once), at most one dump at a
+    /// time; resyncs asked for meanwhile are merged into one more.
     fn start_dump(&mut self, ctx: &mut Context<Self>) {
-        if self.dumping {
-            self.dump_again = true;
-            return;
-        }
-        self.dumping = true;
-        let addr = ctx.address();
-        actix_rt::spawn(async move {
-            let r = match Conntrack::open() {
-                Ok(ct) => ct.dump().await.map_err(|e| e.to_string()),
-                Err(e) => Err(format!("ctnetlink: {e}")),
-            };
-            addr.do_send(DumpMsg(r));
-        });
+        self.dump(DumpKind::Resync, ctx);
     }
 
-    /// Walks the kernel table for local states whose timeout moved on without an event
-    /// (traffic on an established UDP or ICMP flow), chunk by chunk, never during a resync dump.
+    /// The periodic refresh (never during a resync dump; it waits for the next round).
     fn start_refresh(&mut self, ctx: &mut Context<Self>) {
         if self.stopping {
             return;
         }
         if self.dumping {
             ctx.run_later(REFRESH_MIN, |a, ctx| a.start_refresh(ctx));
+            return;
+        }
+        self.dump(DumpKind::Refresh, ctx);
+    }
+
+    fn dump(&mut self, kind: DumpKind, ctx: &mut Context<Self>) {
+        if self.dumping {
+            self.dump_again = true;
             return;
         }
         self.dumping = true;
@@ -515,7 +519,7 @@ impl Pfsync {
                     .dump_with(|chunk| {
                         let addr = addr.clone();
                         async move {
-                            let _ = addr.send(RefreshChunkMsg(chunk)).await;
+                            let _ = addr.send(DumpChunkMsg(kind, chunk)).await;
                         }
                     })
                     .await
@@ -523,7 +527,7 @@ impl Pfsync {
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("ctnetlink: {e}")),
             };
-            addr.do_send(RefreshDoneMsg(r));
+            addr.do_send(DumpDoneMsg(kind, r));
         });
     }
 
@@ -616,85 +620,67 @@ impl Handler<OpenedMsg> for Pfsync {
     }
 }
 
-impl Handler<DumpMsg> for Pfsync {
+impl Handler<DumpChunkMsg> for Pfsync {
     type Result = ();
-    fn handle(&mut self, m: DumpMsg, ctx: &mut Context<Self>) {
-        self.dumping = false;
-        if std::mem::take(&mut self.dump_again) {
-            self.start_dump(ctx);
-        } else if self
-            .last_overrun
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
-        {
-            // The burst that overran may still have been running while we dumped: look again
-            // once it has settled (a dump of 100k entries takes about 0.1 s).
-            ctx.run_later(Duration::from_millis(500), |a, ctx| a.start_dump(ctx));
-        }
-        match m.0 {
-            Ok(entries) => {
-                let mut actions = Vec::new();
-                let now = clock::now();
-                for e in &entries {
-                    // A state the machine learned from the peer stays the peer's.
-                    if let Some(state) = entry_to_state(e) {
-                        let id = State::compute_id(state.proto, &state.orig, state.zone);
-                        if self
-                            .machine
-                            .state(id)
-                            .is_some_and(|(_, o)| o == Origin::Peer)
-                        {
-                            continue;
-                        }
-                        actions.extend(self.machine.handle(
-                            now,
-                            Input::Local {
-                                event: Event::Update,
-                                state,
-                                origin: Origin::Local,
-                            },
-                        ));
-                    }
-                }
-                self.run(actions, ctx);
-            }
-            Err(e) => {
-                tracing::warn!("conntrack dump failed: {e}");
-                self.kstats.last_error = Some(e);
-            }
-        }
-    }
-}
-
-impl Handler<RefreshChunkMsg> for Pfsync {
-    type Result = ();
-    fn handle(&mut self, m: RefreshChunkMsg, ctx: &mut Context<Self>) {
+    fn handle(&mut self, m: DumpChunkMsg, ctx: &mut Context<Self>) {
         let now = clock::now();
         let mut actions = Vec::new();
-        for e in &m.0 {
-            if let Some(state) = entry_to_state(e) {
-                actions.extend(self.machine.handle(now, Input::Refresh(state)));
-            }
+        for e in &m.1 {
+            let Some(state) = entry_to_state(e) else {
+                continue;
+            };
+            let input = match m.0 {
+                DumpKind::Refresh => Input::Refresh(state, self.refresh_every),
+                DumpKind::Resync => {
+                    // A state the machine learned from the peer stays the peer's.
+                    let id = State::compute_id(state.proto, &state.orig, state.zone);
+                    if self
+                        .machine
+                        .state(id)
+                        .is_some_and(|(_, o)| o == Origin::Peer)
+                    {
+                        continue;
+                    }
+                    Input::Local {
+                        event: Event::Update,
+                        state,
+                        origin: Origin::Local,
+                    }
+                }
+            };
+            actions.extend(self.machine.handle(now, input));
         }
         self.run(actions, ctx);
     }
 }
 
-impl Handler<RefreshDoneMsg> for Pfsync {
+impl Handler<DumpDoneMsg> for Pfsync {
     type Result = ();
-    fn handle(&mut self, m: RefreshDoneMsg, ctx: &mut Context<Self>) {
+    fn handle(&mut self, m: DumpDoneMsg, ctx: &mut Context<Self>) {
         self.dumping = false;
-        let next = match m.0 {
-            Ok(took) => REFRESH_MIN.max(took * 50),
+        let took = match m.1 {
+            Ok(took) => Some(took),
             Err(e) => {
-                tracing::warn!("conntrack refresh dump failed: {e}");
+                tracing::warn!(kind = ?m.0, "conntrack dump failed: {e}");
                 self.kstats.last_error = Some(e);
-                REFRESH_MIN
+                None
             }
         };
         if std::mem::take(&mut self.dump_again) {
             self.start_dump(ctx);
+        } else if m.0 == DumpKind::Resync
+            && self
+                .last_overrun
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            // The burst that overran may still have been running while we dumped: look again
+            // once it has settled (a dump of 100k entries takes about 0.1 s).
+            ctx.run_later(Duration::from_millis(500), |a, ctx| a.start_dump(ctx));
         }
-        ctx.run_later(next, |a, ctx| a.start_refresh(ctx));
+        if m.0 == DumpKind::Refresh {
+            self.refresh_every = took.map_or(REFRESH_MIN, |t| REFRESH_MIN.max(t * 50));
+            ctx.run_later(self.refresh_every, |a, ctx| a.start_refresh(ctx));
+        }
     }
 }
 

@@ -455,7 +455,7 @@ impl Sync {
                 origin,
             } => self.process_local(now, event, state, origin),
             Input::Received(bytes) => self.process_message(now, &bytes, &mut out),
-            Input::Refresh(state) => self.process_refresh(now, state),
+            Input::Refresh(state, next) => self.process_refresh(now, state, next),
             Input::RequestBulk => self.request_bulk(now, false, &mut out),
             Input::SendBulk => self.start_bulk(),
             Input::Flushed => self.process_flushed(now, &mut out),
@@ -546,11 +546,12 @@ impl Sync {
         }
     }
 
-    /// A local state as the kernel has it now (a periodic dump). Conntrack reports no event
-    /// when traffic only pushes a state's timeout forward, so the peer's copy of an idle-looking
-    /// but alive state (a UDP stream, ICMP) would expire there: it is sent again once the peer's
-    /// copy has less than half of the time left that ours has.
-    fn process_refresh(&mut self, now: Instant, mut st: State) {
+    /// A local state as the kernel has it now (a periodic dump; the next one is `next` away).
+    /// Conntrack reports no event when traffic only pushes a state's timeout forward, so the
+    /// peer's copy of an idle-looking but alive state (a UDP stream, ICMP) would expire there:
+    /// it is sent again once ours has moved past the peer's and the peer's copy has less than
+    /// half of our time left, or would run out before the next look.
+    fn process_refresh(&mut self, now: Instant, mut st: State, next: Duration) {
         st.id = State::compute_id(st.proto, &st.orig, st.zone);
         match self.table.get(&st.id) {
             Some(e) if e.origin == Origin::Peer => {}
@@ -558,7 +559,11 @@ impl Sync {
                 let peer_left = (e.at + Duration::from_secs(u64::from(e.state.timeout)))
                     .saturating_duration_since(now);
                 let ours = Duration::from_secs(u64::from(st.timeout));
-                if peer_left * 2 < ours {
+                // Ours moved on, and theirs has less than half of it left or would run out
+                // before the next look (one second of slack for the trip).
+                let moved_on = ours > peer_left + Duration::from_secs(1);
+                let short = peer_left * 2 < ours || peer_left < next + Duration::from_secs(1);
+                if moved_on && short {
                     self.stats.refreshed += 1;
                     self.process_local(now, Event::Update, st, Origin::Local);
                 }

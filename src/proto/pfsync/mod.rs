@@ -196,9 +196,10 @@ pub enum Input {
     },
     /// A message from the sync link (the IP payload, after the actor checked TTL 255).
     Received(Vec<u8>),
-    /// A local state as a periodic dump of the kernel table shows it: sent again if the peer's
-    /// copy would expire well before ours (traffic that only extends a timeout raises no event).
-    Refresh(State),
+    /// A local state as a periodic dump of the kernel table shows it, and the time until the
+    /// next dump: sent again if the peer's copy would expire well before ours, or before the
+    /// next dump (traffic that only extends a timeout raises no event).
+    Refresh(State, Duration),
     /// Ask the peer for its whole table (no demotion hold), e.g. `conntrackd -n`.
     RequestBulk,
     /// Push our whole table to the peer, e.g. `conntrackd -B`.

@@ -781,24 +781,24 @@ fn refresh_resends_a_state_whose_timeout_moved_on_silently() {
             .sum()
     };
     // 5 s later the kernel shows 30 s left again (traffic): the peer's copy still has 25 s.
-    let mut a = s.handle(ms(5_100), Input::Refresh(st));
+    let mut a = s.handle(ms(5_100), Input::Refresh(st, Duration::from_secs(5)));
     a.extend(s.poll(ms(5_102)));
     assert_eq!(upd(&sent(&a)), 0, "peer copy has more than half left");
     // 20 s later: the peer's copy has 10 s left, ours 30: sent again.
-    let mut a = s.handle(ms(20_100), Input::Refresh(st));
+    let mut a = s.handle(ms(20_100), Input::Refresh(st, Duration::from_secs(5)));
     a.extend(s.poll(ms(20_102)));
     let m = sent(&a);
     assert_eq!(upd(&m), 1);
     let _ = ack_and_poll(&mut s, ms(20_103), 2, &m);
     assert_eq!(s.stats().refreshed, 1);
     // And not again right after.
-    let mut a = s.handle(ms(21_100), Input::Refresh(st));
+    let mut a = s.handle(ms(21_100), Input::Refresh(st, Duration::from_secs(5)));
     a.extend(s.poll(ms(21_102)));
     assert_eq!(upd(&sent(&a)), 0);
     // A state we never heard of (a missed event) is sent; a peer's state never is.
     let mut unknown = make_state(2);
     unknown.timeout = 30;
-    let mut a = s.handle(ms(22_000), Input::Refresh(unknown));
+    let mut a = s.handle(ms(22_000), Input::Refresh(unknown, Duration::from_secs(5)));
     a.extend(s.poll(ms(22_002)));
     let m = sent(&a);
     assert_eq!(upd(&m), 1);
@@ -808,9 +808,32 @@ fn refresh_resends_a_state_whose_timeout_moved_on_silently() {
         ms(22_100),
         Input::Received(peer_msg(2, FLAG_SEQ, vec![Section::Update(vec![theirs])])),
     );
-    let mut a = s.handle(ms(60_000), Input::Refresh(theirs));
+    let mut a = s.handle(ms(60_000), Input::Refresh(theirs, Duration::from_secs(5)));
     a.extend(s.poll(ms(60_002)));
     assert_eq!(upd(&sent(&a)), 0);
+    assert_eq!(s.stats().refreshed, 1);
+}
+
+#[test]
+fn refresh_also_resends_what_would_expire_before_the_next_look() {
+    let mut s = ready(1);
+    let mut st = make_state(1);
+    st.timeout = 8;
+    let _ = s.handle(ms(100), local(Event::New, st));
+    let first = sent(&s.poll(ms(102)));
+    let _ = ack_and_poll(&mut s, ms(103), 2, &first);
+    // 3.9 s later: the peer's copy has 4.1 s left, more than half of our 8 s, but the next
+    // look is 5 s away: sent now.
+    let _ = s.handle(ms(4_000), Input::Refresh(st, Duration::from_secs(1)));
+    assert_eq!(s.stats().refreshed, 0, "next look in 1 s: not yet");
+    let _ = s.handle(ms(4_000), Input::Refresh(st, Duration::from_secs(5)));
+    assert_eq!(s.stats().refreshed, 1);
+    // A state that did not move on (ours no longer than the peer's) is never re-sent.
+    let mut idle = make_state(2);
+    idle.timeout = 8;
+    let _ = s.handle(ms(4_100), local(Event::New, idle));
+    idle.timeout = 4;
+    let _ = s.handle(ms(8_100), Input::Refresh(idle, Duration::from_secs(5)));
     assert_eq!(s.stats().refreshed, 1);
 }
 
