@@ -4,11 +4,19 @@
 //!  rx thread (UDP 0.0.0.0:67, SO_BINDTODEVICE) ──RxMsg──▶ DhcpServer ──▶ replies (same socket)
 //!  actix-web on <if addr>:8647 ──PeerCmdMsg──▶ DhcpServer ◀──awc── heartbeats, lease4-update,
 //!                                                                lease4-get-page to the partner
+//!  DhcpServer ──lease──▶ db thread (group commit) ──CommittedMsg──▶ DhcpServer: held replies out
 //!  1 s tick: HA machine poll (heartbeats), lease reclamation
 //! ```
 //! The peer session (the `DhcpPeer` of the architecture) lives in this actor so that the lease
 //! table is never shared: the HTTP handlers forward each command here as a message.
+//!
+//! A lease change is recorded in the in-memory table at once (so the address is never offered
+//! or granted to anyone else), queued for the database thread, and the ACK (or the answer to the
+//! partner's `lease4-update`) is held until the transaction holding the lease is durable. The
+//! receive thread hands over every datagram already queued on the socket in one message, so a
+//! burst costs one wake-up of the actor.
 
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +27,7 @@ use actix::prelude::*;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::db::Db;
+use super::db::{Committed, Db, Writer};
 use super::peer::{self, answer, command, first_answer, lease_from_json, lease_to_json};
 use crate::actor::StopMsg;
 use crate::clock;
@@ -60,6 +68,14 @@ pub struct Stats {
     pub informs: u64,
     pub tx_errors: u64,
     pub db_errors: u64,
+    /// Database transactions, and the lease writes they carried (group commit: fewer
+    /// transactions than writes under load).
+    pub db_commits: u64,
+    pub db_writes: u64,
+    /// Replies held for a lease that then could not be stored (never sent).
+    pub replies_withheld: u64,
+    /// Datagrams dropped because the server's mailbox was full.
+    pub rx_overflow: u64,
     pub updates_sent: u64,
     pub updates_failed: u64,
     pub updates_received: u64,
@@ -79,7 +95,13 @@ fn unix_now() -> u64 {
 pub struct DhcpServer {
     spec: Spec,
     db_path: PathBuf,
-    db: Option<Db>,
+    /// The lease database on its own thread; `None` if it could not be opened (then the server
+    /// answers without storing, and says so in the log).
+    writer: Option<Writer>,
+    /// What waits for a queued lease to be durable, by sequence number, oldest first.
+    pending: VecDeque<(u64, Waiter)>,
+    /// Datagrams the receive thread dropped on a full mailbox.
+    rx_overflow: Arc<std::sync::atomic::AtomicU64>,
     core: core::Server,
     ha: Machine,
     sock: Option<UdpSocket>,
@@ -93,9 +115,33 @@ pub struct DhcpServer {
     syncing: bool,
 }
 
+/// Every datagram the receive thread found queued on the socket, oldest first.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct RxMsg(Vec<u8>);
+struct RxMsg(Vec<Vec<u8>>);
+
+/// From the database thread: a transaction ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CommittedMsg(Committed);
+
+/// What is released when a queued lease is on disk.
+enum Waiter {
+    /// The client's ACK.
+    Reply(Reply),
+    /// The partner's `lease4-update` / `lease4-del`: the answer to give it.
+    Peer(futures::channel::oneshot::Sender<Value>, Value),
+    Nothing,
+}
+
+/// An answer to the partner, now or once the lease it carried is stored.
+enum PeerAnswer {
+    Now(Value),
+    Later(futures::channel::oneshot::Receiver<Value>),
+}
+
+/// Most datagrams handed to the actor in one message.
+const RX_BATCH: usize = 64;
 
 /// A command from the partner (or anyone reaching the HA port), answered with Kea's JSON.
 #[derive(Message)]
@@ -121,7 +167,9 @@ impl DhcpServer {
             core: core::Server::new(spec.cfg.clone()),
             spec,
             db_path,
-            db: None,
+            writer: None,
+            pending: VecDeque::new(),
+            rx_overflow: Arc::default(),
             ha,
             sock: None,
             link: None,
@@ -134,12 +182,63 @@ impl DhcpServer {
         }
     }
 
-    fn persist(&mut self, l: &Lease) {
-        if let Some(db) = &self.db
-            && let Err(e) = db.upsert(&self.spec.interface, l)
-        {
-            self.stats.db_errors += 1;
-            tracing::warn!(addr = %l.addr, "cannot store lease: {e}");
+    /// Queue a lease change for the database; `waiter` is released once it is durable.
+    fn persist(&mut self, l: Lease, waiter: Waiter) {
+        let Some(w) = self.writer.as_mut() else {
+            // No database at all (logged at start): serve without storing.
+            self.release(waiter);
+            return;
+        };
+        match w.queue(l) {
+            Some(seq) => self.pending.push_back((seq, waiter)),
+            None => {
+                self.stats.db_errors += 1;
+                tracing::warn!("lease database thread is gone; lease not stored");
+                self.withhold(waiter);
+            }
+        }
+    }
+
+    fn release(&mut self, waiter: Waiter) {
+        match waiter {
+            Waiter::Reply(r) => self.send(&r),
+            Waiter::Peer(tx, v) => {
+                let _ = tx.send(v);
+            }
+            Waiter::Nothing => {}
+        }
+    }
+
+    fn withhold(&mut self, waiter: Waiter) {
+        match waiter {
+            Waiter::Reply(_) => self.stats.replies_withheld += 1,
+            Waiter::Peer(tx, _) => {
+                let _ = tx.send(answer(1, "cannot store the lease", None));
+            }
+            Waiter::Nothing => {}
+        }
+    }
+
+    fn on_committed(&mut self, c: Committed) {
+        self.stats.db_commits += 1;
+        self.stats.db_writes += c.leases as u64;
+        if !c.ok {
+            self.stats.db_errors += c.leases as u64;
+            tracing::warn!(
+                leases = c.leases,
+                "cannot store leases: {}",
+                c.error.as_deref().unwrap_or("?")
+            );
+        }
+        while self.pending.front().is_some_and(|(seq, _)| *seq <= c.upto) {
+            let Some((_, w)) = self.pending.pop_front() else {
+                break;
+            };
+            if c.ok {
+                self.release(w);
+            } else {
+                self.withhold(w);
+            }
         }
     }
 
@@ -173,17 +272,35 @@ impl DhcpServer {
         self.sock = Some(sock);
         let addr = ctx.address();
         let stop = self.stop_rx.clone();
+        let overflow = self.rx_overflow.clone();
         let dev = self.spec.device.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("dhcp-rx-{dev}"))
             .spawn(move || {
+                use std::os::fd::AsRawFd;
                 let mut buf = vec![0u8; 2048];
                 while !stop.load(Ordering::Relaxed) {
                     match rx.recv_from(&mut buf) {
                         Ok((n, _)) => {
-                            if addr.try_send(RxMsg(buf[..n].to_vec())).is_err() && !addr.connected()
-                            {
-                                break;
+                            let mut batch = vec![buf[..n].to_vec()];
+                            // What else is already queued, without blocking (the flag is per
+                            // call: the socket stays blocking for the sender side).
+                            while batch.len() < RX_BATCH {
+                                match nix::sys::socket::recv(
+                                    rx.as_raw_fd(),
+                                    &mut buf,
+                                    nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                                ) {
+                                    Ok(n) => batch.push(buf[..n].to_vec()),
+                                    Err(_) => break,
+                                }
+                            }
+                            let count = batch.len() as u64;
+                            if addr.try_send(RxMsg(batch)).is_err() {
+                                if !addr.connected() {
+                                    break;
+                                }
+                                overflow.fetch_add(count, Ordering::Relaxed);
                             }
                         }
                         Err(e)
@@ -414,7 +531,7 @@ impl DhcpServer {
                     for l in leases {
                         act.stats.sync_leases_received += 1;
                         if act.core.merge(l.clone()) {
-                            act.persist(&l);
+                            act.persist(l, Waiter::Nothing);
                         }
                     }
                     tracing::info!(leases = n, "dhcp ha: sync from the partner done");
@@ -574,10 +691,7 @@ impl DhcpServer {
                 self.unsent_updates += 1;
             }
             self.core.commit(lease.clone());
-            self.persist(&lease);
-            if let Some(r) = reply {
-                self.send(&r);
-            }
+            self.persist(lease, reply.map_or(Waiter::Nothing, Waiter::Reply));
             return;
         }
         self.stats.updates_sent += 1;
@@ -590,10 +704,7 @@ impl DhcpServer {
             if ok {
                 act.ha_input(HaInput::Contact, ctx);
                 act.core.commit(lease.clone());
-                act.persist(&lease);
-                if let Some(r) = reply {
-                    act.send(&r);
-                }
+                act.persist(lease, reply.map_or(Waiter::Nothing, Waiter::Reply));
             } else {
                 act.stats.updates_failed += 1;
                 tracing::warn!(addr = %lease.addr, res = ?res, "partner did not acknowledge the lease; client not answered");
@@ -604,11 +715,28 @@ impl DhcpServer {
         }));
     }
 
-    fn peer_command(&mut self, v: Value, ctx: &mut Context<Self>) -> Value {
+    fn peer_command(&mut self, v: Value, ctx: &mut Context<Self>) -> PeerAnswer {
+        match self.peer_command_now(v, ctx) {
+            Ok(v) => PeerAnswer::Now(v),
+            Err((lease, ok)) => {
+                let (tx, rx) = futures::channel::oneshot::channel();
+                self.persist(lease, Waiter::Peer(tx, ok));
+                PeerAnswer::Later(rx)
+            }
+        }
+    }
+
+    /// The answer to a partner's command, or a lease change to store first and the answer to
+    /// give once it is stored.
+    fn peer_command_now(
+        &mut self,
+        v: Value,
+        ctx: &mut Context<Self>,
+    ) -> Result<Value, (Lease, Value)> {
         let name = v.get("command").and_then(Value::as_str).unwrap_or("");
         let args = v.get("arguments").cloned().unwrap_or(Value::Null);
         let now = clock::now();
-        match name {
+        Ok(match name {
             "ha-heartbeat" => answer(
                 0,
                 "HA peer status.",
@@ -623,17 +751,19 @@ impl DhcpServer {
                 self.stats.updates_received += 1;
                 let Some(l) = lease_from_json(&args) else {
                     self.stats.updates_rejected += 1;
-                    return answer(1, "malformed lease", None);
+                    return Ok(answer(1, "malformed lease", None));
                 };
                 if self.core.conflicts(&l, unix_now()) {
                     self.stats.updates_rejected += 1;
-                    return answer(1, "address leased to another client", None);
+                    return Ok(answer(1, "address leased to another client", None));
                 }
                 self.ha_input(HaInput::Contact, ctx);
+                let ok = answer(0, "IPv4 lease updated.", None);
                 if self.core.merge(l.clone()) {
-                    self.persist(&l);
+                    // Answered once it is on disk: the partner ACKs its client on our answer.
+                    return Err((l, ok));
                 }
-                answer(0, "IPv4 lease updated.", None)
+                ok
             }
             "lease4-del" => {
                 let addr = args
@@ -647,8 +777,7 @@ impl DhcpServer {
                         l.cltt = unix_now();
                         l.origin = Origin::Partner;
                         self.core.merge(l.clone());
-                        self.persist(&l);
-                        answer(0, "IPv4 lease deleted.", None)
+                        return Err((l, answer(0, "IPv4 lease deleted.", None)));
                     }
                     None => answer(3, "IPv4 lease not found.", None),
                 }
@@ -666,7 +795,7 @@ impl DhcpServer {
                     Some("start") | None => None,
                     Some(s) => match s.parse::<Ipv4Addr>() {
                         Ok(a) => Some(a),
-                        Err(_) => return answer(1, "bad from", None),
+                        Err(_) => return Ok(answer(1, "bad from", None)),
                     },
                 };
                 let limit = args
@@ -726,7 +855,7 @@ impl DhcpServer {
                 ])),
             ),
             _ => answer(2, &format!("'{name}' command not supported."), None),
-        }
+        })
     }
 
     fn failover_json(&self) -> Value {
@@ -749,8 +878,9 @@ impl DhcpServer {
         let acts = self.ha.poll(clock::now());
         self.ha_actions(acts, ctx);
         for l in self.core.reclaim(unix_now()) {
-            self.persist(&l);
+            self.persist(l, Waiter::Nothing);
         }
+        self.stats.rx_overflow = self.rx_overflow.load(Ordering::Relaxed);
     }
 }
 
@@ -790,7 +920,13 @@ impl Actor for DhcpServer {
                     }
                     Err(e) => tracing::error!("cannot read leases: {e}"),
                 }
-                self.db = Some(db);
+                let me = ctx.address();
+                match Writer::start(db, self.spec.interface.clone(), move |c| {
+                    me.do_send(CommittedMsg(c))
+                }) {
+                    Ok(w) => self.writer = Some(w),
+                    Err(e) => tracing::error!("cannot start the lease database thread: {e}"),
+                }
             }
             Err(e) => {
                 tracing::error!(path = %self.db_path.display(), "cannot open lease database: {e}")
@@ -812,22 +948,37 @@ impl Actor for DhcpServer {
         if let Some(h) = self.http.take() {
             actix_rt::spawn(async move { h.stop(true).await });
         }
-        // Dropping the connection checkpoints the WAL.
-        self.db = None;
+        // Lets the database thread write what is queued, then close (checkpointing the WAL).
+        self.writer = None;
     }
 }
 
 impl Handler<RxMsg> for DhcpServer {
     type Result = ();
     fn handle(&mut self, m: RxMsg, ctx: &mut Context<Self>) {
-        self.on_packet(&m.0, ctx);
+        for p in &m.0 {
+            self.on_packet(p, ctx);
+        }
+    }
+}
+
+impl Handler<CommittedMsg> for DhcpServer {
+    type Result = ();
+    fn handle(&mut self, m: CommittedMsg, _: &mut Context<Self>) {
+        self.on_committed(m.0);
     }
 }
 
 impl Handler<PeerCmdMsg> for DhcpServer {
-    type Result = MessageResult<PeerCmdMsg>;
+    type Result = ResponseFuture<Value>;
     fn handle(&mut self, m: PeerCmdMsg, ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.peer_command(m.0, ctx))
+        match self.peer_command(m.0, ctx) {
+            PeerAnswer::Now(v) => Box::pin(async move { v }),
+            PeerAnswer::Later(rx) => Box::pin(async move {
+                rx.await
+                    .unwrap_or_else(|_| answer(1, "server stopped before storing the lease", None))
+            }),
+        }
     }
 }
 
