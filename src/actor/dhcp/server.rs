@@ -1,7 +1,7 @@
 //! One DHCPv4 server per enabled `dhcpd/<if>`, with its HA peer session.
 //!
 //! ```text
-//!  rx thread (UDP 0.0.0.0:67, SO_BINDTODEVICE) ──RxMsg──▶ DhcpServer ──▶ replies (same socket)
+//!  UDP 0.0.0.0:67 (SO_BINDTODEVICE, on the actor's own event loop) ──▶ DhcpServer ──▶ replies
 //!  actix-web on <if addr>:8647 ──PeerCmdMsg──▶ DhcpServer ◀──awc── heartbeats, lease4-update,
 //!                                                                lease4-get-page to the partner
 //!  DhcpServer ──lease──▶ db thread (group commit) ──CommittedMsg──▶ DhcpServer: held replies out
@@ -13,14 +13,13 @@
 //! A lease change is recorded in the in-memory table at once (so the address is never offered
 //! or granted to anyone else), queued for the database thread, and the ACK (or the answer to the
 //! partner's `lease4-update`) is held until the transaction holding the lease is durable. The
-//! receive thread hands over every datagram already queued on the socket in one message, so a
-//! burst costs one wake-up of the actor.
+//! socket is read on the actor's own thread, every queued datagram per wake-up, so a burst
+//! costs one wake-up and no hand-over between threads.
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -74,8 +73,6 @@ pub struct Stats {
     pub db_writes: u64,
     /// Replies held for a lease that then could not be stored (never sent).
     pub replies_withheld: u64,
-    /// Datagrams dropped because the server's mailbox was full.
-    pub rx_overflow: u64,
     pub updates_sent: u64,
     pub updates_failed: u64,
     pub updates_received: u64,
@@ -100,14 +97,12 @@ pub struct DhcpServer {
     writer: Option<Writer>,
     /// What waits for a queued lease to be durable, by sequence number, oldest first.
     pending: VecDeque<(u64, Waiter)>,
-    /// Datagrams the receive thread dropped on a full mailbox.
-    rx_overflow: Arc<std::sync::atomic::AtomicU64>,
     core: core::Server,
     ha: Machine,
-    sock: Option<UdpSocket>,
+    /// Non-blocking, registered with the actor's event loop.
+    sock: Option<Arc<tokio::net::UdpSocket>>,
     /// AF_PACKET sender and the device MAC, for replies to clients without an address.
     link: Option<(Box<dyn pnet::datalink::DataLinkSender>, [u8; 6])>,
-    stop_rx: Arc<AtomicBool>,
     http: Option<actix_web::dev::ServerHandle>,
     client: Option<awc::Client>,
     unsent_updates: u64,
@@ -115,10 +110,8 @@ pub struct DhcpServer {
     syncing: bool,
 }
 
-/// Every datagram the receive thread found queued on the socket, oldest first.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct RxMsg(Vec<Vec<u8>>);
+/// The DHCP socket has datagrams to read.
+struct Readable(std::io::Result<()>);
 
 /// From the database thread: a transaction ended.
 #[derive(Message)]
@@ -140,7 +133,10 @@ enum PeerAnswer {
     Later(futures::channel::oneshot::Receiver<Value>),
 }
 
-/// Most datagrams handed to the actor in one message.
+/// Receive buffer of the DHCP socket, bytes.
+const RX_BUF: usize = 8 << 20;
+
+/// Most datagrams read per wake-up before the actor looks at its mailbox again.
 const RX_BATCH: usize = 64;
 
 /// A command from the partner (or anyone reaching the HA port), answered with Kea's JSON.
@@ -169,11 +165,9 @@ impl DhcpServer {
             db_path,
             writer: None,
             pending: VecDeque::new(),
-            rx_overflow: Arc::default(),
             ha,
             sock: None,
             link: None,
-            stop_rx: Arc::new(AtomicBool::new(false)),
             http: None,
             client: None,
             unsent_updates: 0,
@@ -249,77 +243,32 @@ impl DhcpServer {
         s.set_broadcast(true)?;
         s.bind_device(Some(self.spec.device.as_bytes()))?;
         s.bind(&SocketAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67)).into())?;
-        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        s.set_nonblocking(true)?;
+        // A deep receive queue rides out a moment without CPU (the default ~200 KiB holds
+        // under 100 queued requests): beyond net.core.rmem_max when we may, else what it allows.
+        if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &RX_BUF)
+            .is_err()
+        {
+            let _ = s.set_recv_buffer_size(RX_BUF);
+        }
         Ok(s.into())
     }
 
     fn start_rx(&mut self, ctx: &mut Context<Self>) {
-        let sock = match self.open_socket() {
-            Ok(s) => s,
+        let sock = match self.open_socket().and_then(tokio::net::UdpSocket::from_std) {
+            Ok(s) => Arc::new(s),
             Err(e) => {
                 tracing::warn!(dev = %self.spec.device, "cannot open dhcp socket: {e}; retrying");
                 ctx.run_later(Duration::from_secs(2), |a, ctx| a.start_rx(ctx));
                 return;
             }
         };
-        let rx = match sock.try_clone() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot clone dhcp socket: {e}");
-                return;
-            }
-        };
-        self.sock = Some(sock);
-        let addr = ctx.address();
-        let stop = self.stop_rx.clone();
-        let overflow = self.rx_overflow.clone();
-        let dev = self.spec.device.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("dhcp-rx-{dev}"))
-            .spawn(move || {
-                use std::os::fd::AsRawFd;
-                let mut buf = vec![0u8; 2048];
-                while !stop.load(Ordering::Relaxed) {
-                    match rx.recv_from(&mut buf) {
-                        Ok((n, _)) => {
-                            let mut batch = vec![buf[..n].to_vec()];
-                            // What else is already queued, without blocking (the flag is per
-                            // call: the socket stays blocking for the sender side).
-                            while batch.len() < RX_BATCH {
-                                match nix::sys::socket::recv(
-                                    rx.as_raw_fd(),
-                                    &mut buf,
-                                    nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-                                ) {
-                                    Ok(n) => batch.push(buf[..n].to_vec()),
-                                    Err(_) => break,
-                                }
-                            }
-                            let count = batch.len() as u64;
-                            if addr.try_send(RxMsg(batch)).is_err() {
-                                if !addr.connected() {
-                                    break;
-                                }
-                                overflow.fetch_add(count, Ordering::Relaxed);
-                            }
-                        }
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock
-                                    | std::io::ErrorKind::TimedOut
-                                    | std::io::ErrorKind::Interrupted
-                            ) => {}
-                        Err(e) => {
-                            tracing::warn!(dev = %dev, "dhcp receive failed: {e}");
-                            std::thread::sleep(Duration::from_millis(200));
-                        }
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start dhcp receive thread: {e}");
-        }
+        self.sock = Some(sock.clone());
+        // Readiness only; the handler drains the socket itself (no thread, no copy, no hop).
+        ctx.add_stream(futures::stream::unfold(sock, |s| async move {
+            let r = s.readable().await;
+            Some((Readable(r), s))
+        }));
         tracing::info!(interface = %self.spec.interface, dev = %self.spec.device, "dhcp server listening on port 67");
     }
 
@@ -566,7 +515,7 @@ impl DhcpServer {
             }
         };
         if let Some(sock) = &self.sock
-            && let Err(e) = sock.send_to(&bytes, to)
+            && let Err(e) = sock.try_send_to(&bytes, to.into())
         {
             self.stats.tx_errors += 1;
             tracing::debug!(to = %to, "dhcp send failed: {e}");
@@ -880,7 +829,6 @@ impl DhcpServer {
         for l in self.core.reclaim(unix_now()) {
             self.persist(l, Waiter::Nothing);
         }
-        self.stats.rx_overflow = self.rx_overflow.load(Ordering::Relaxed);
     }
 }
 
@@ -944,7 +892,6 @@ impl Actor for DhcpServer {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.stop_rx.store(true, Ordering::Relaxed);
         if let Some(h) = self.http.take() {
             actix_rt::spawn(async move { h.stop(true).await });
         }
@@ -953,13 +900,31 @@ impl Actor for DhcpServer {
     }
 }
 
-impl Handler<RxMsg> for DhcpServer {
-    type Result = ();
-    fn handle(&mut self, m: RxMsg, ctx: &mut Context<Self>) {
-        for p in &m.0 {
-            self.on_packet(p, ctx);
+impl StreamHandler<Readable> for DhcpServer {
+    fn handle(&mut self, m: Readable, ctx: &mut Context<Self>) {
+        if let Err(e) = m.0 {
+            tracing::warn!(dev = %self.spec.device, "dhcp socket failed: {e}");
+            return;
+        }
+        let Some(sock) = self.sock.clone() else {
+            return;
+        };
+        let mut buf = [0u8; 2048];
+        for _ in 0..RX_BATCH {
+            match sock.try_recv_from(&mut buf) {
+                Ok((n, _)) => self.on_packet(buf.get(..n).unwrap_or_default(), ctx),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(dev = %self.spec.device, "dhcp receive failed: {e}");
+                    break;
+                }
+            }
         }
     }
+
+    /// The readiness stream never ends; if it did, the server would keep running.
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 impl Handler<CommittedMsg> for DhcpServer {
