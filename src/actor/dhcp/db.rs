@@ -165,10 +165,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Start the thread; `done` is called on it after each transaction.
+    /// Start the thread; `done` is called on it after each transaction. `delay` is waited
+    /// before each transaction (zero but in tests: it stands for a slow disk).
     pub fn start(
         mut db: Db,
         iface: String,
+        delay: std::time::Duration,
         mut done: impl FnMut(Committed) + Send + 'static,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel::<Job>();
@@ -177,6 +179,9 @@ impl Writer {
             .spawn(move || {
                 let mut batch: Vec<Job> = Vec::new();
                 while let Ok(first) = rx.recv() {
+                    if !delay.is_zero() {
+                        std::thread::sleep(delay);
+                    }
                     batch.push(first);
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
@@ -246,7 +251,8 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let seen: Arc<Mutex<Vec<Committed>>> = Arc::default();
         let s2 = seen.clone();
-        let mut w = Writer::start(Db::open(&path).unwrap(), "lan".into(), move |c| {
+        let zero = std::time::Duration::ZERO;
+        let mut w = Writer::start(Db::open(&path).unwrap(), "lan".into(), zero, move |c| {
             s2.lock().unwrap().push(c)
         })
         .unwrap();

@@ -9,7 +9,9 @@
 //!
 //! Test knobs (environment, read at config time): `TANDEM_DHCP_HEARTBEAT_MS`,
 //! `TANDEM_DHCP_MAX_RESPONSE_DELAY_MS` override Kea's/OPNsense's 10 s / 60 s;
-//! `TANDEM_DHCP_HA_MODE=hot-standby` selects hot-standby instead of load-balancing.
+//! `TANDEM_DHCP_HA_MODE=hot-standby` selects hot-standby instead of load-balancing;
+//! `TANDEM_DHCP_COMMIT_DELAY_MS` makes the lease database wait that long before each transaction
+//! (a slow disk, for the durability tests).
 
 pub mod db;
 pub mod peer;
@@ -217,6 +219,7 @@ pub fn specs(config: &Config) -> BTreeMap<String, Spec> {
                 role,
                 mode,
                 timing,
+                commit_delay: env_ms("TANDEM_DHCP_COMMIT_DELAY_MS").unwrap_or_default(),
             },
         );
     }

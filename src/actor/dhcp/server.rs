@@ -46,6 +46,8 @@ pub struct Spec {
     pub role: Role,
     pub mode: ha::Mode,
     pub timing: ha::Timing,
+    /// Wait before each database transaction (test knob; zero normally).
+    pub commit_delay: Duration,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -667,7 +669,8 @@ impl DhcpServer {
     fn peer_command(&mut self, v: Value, ctx: &mut Context<Self>) -> PeerAnswer {
         match self.peer_command_now(v, ctx) {
             Ok(v) => PeerAnswer::Now(v),
-            Err((lease, ok)) => {
+            Err(b) => {
+                let (lease, ok) = *b;
                 let (tx, rx) = futures::channel::oneshot::channel();
                 self.persist(lease, Waiter::Peer(tx, ok));
                 PeerAnswer::Later(rx)
@@ -681,7 +684,7 @@ impl DhcpServer {
         &mut self,
         v: Value,
         ctx: &mut Context<Self>,
-    ) -> Result<Value, (Lease, Value)> {
+    ) -> Result<Value, Box<(Lease, Value)>> {
         let name = v.get("command").and_then(Value::as_str).unwrap_or("");
         let args = v.get("arguments").cloned().unwrap_or(Value::Null);
         let now = clock::now();
@@ -710,7 +713,7 @@ impl DhcpServer {
                 let ok = answer(0, "IPv4 lease updated.", None);
                 if self.core.merge(l.clone()) {
                     // Answered once it is on disk: the partner ACKs its client on our answer.
-                    return Err((l, ok));
+                    return Err(Box::new((l, ok)));
                 }
                 ok
             }
@@ -726,7 +729,7 @@ impl DhcpServer {
                         l.cltt = unix_now();
                         l.origin = Origin::Partner;
                         self.core.merge(l.clone());
-                        return Err((l, answer(0, "IPv4 lease deleted.", None)));
+                        return Err(Box::new((l, answer(0, "IPv4 lease deleted.", None))));
                     }
                     None => answer(3, "IPv4 lease not found.", None),
                 }
@@ -869,7 +872,8 @@ impl Actor for DhcpServer {
                     Err(e) => tracing::error!("cannot read leases: {e}"),
                 }
                 let me = ctx.address();
-                match Writer::start(db, self.spec.interface.clone(), move |c| {
+                let iface = self.spec.interface.clone();
+                match Writer::start(db, iface, self.spec.commit_delay, move |c| {
                     me.do_send(CommittedMsg(c))
                 }) {
                     Ok(w) => self.writer = Some(w),
