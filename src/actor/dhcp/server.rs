@@ -77,6 +77,8 @@ pub struct Stats {
     pub replies_withheld: u64,
     pub updates_sent: u64,
     pub updates_failed: u64,
+    /// REQUESTs left unanswered because too many lease updates were already in flight.
+    pub updates_shed: u64,
     pub updates_received: u64,
     pub updates_rejected: u64,
     pub sync_leases_received: u64,
@@ -108,6 +110,10 @@ pub struct DhcpServer {
     http: Option<actix_web::dev::ServerHandle>,
     client: Option<awc::Client>,
     unsent_updates: u64,
+    /// `lease4-update`s sent and not yet answered.
+    updates_in_flight: usize,
+    /// How long the last answered (or failed) `lease4-update` took.
+    last_update_latency: Duration,
     stats: Stats,
     syncing: bool,
 }
@@ -134,6 +140,12 @@ enum PeerAnswer {
     Now(Value),
     Later(futures::channel::oneshot::Receiver<Value>),
 }
+
+/// With this many `lease4-update`s awaiting the partner's answer and the last one slower than
+/// [`SHED_AFTER`], further REQUESTs are dropped (the client retransmits) instead of queueing
+/// towards the 2 s timeout. A short stall of the partner (a slow fsync) sheds nothing.
+const MAX_UPDATES_IN_FLIGHT: usize = 64;
+const SHED_AFTER: Duration = Duration::from_secs(1);
 
 /// Receive buffer of the DHCP socket, bytes.
 const RX_BUF: usize = 8 << 20;
@@ -173,6 +185,8 @@ impl DhcpServer {
             http: None,
             client: None,
             unsent_updates: 0,
+            updates_in_flight: 0,
+            last_update_latency: Duration::ZERO,
             stats: Stats::default(),
             syncing: false,
         }
@@ -645,12 +659,26 @@ impl DhcpServer {
             self.persist(lease, reply.map_or(Waiter::Nothing, Waiter::Reply));
             return;
         }
+        if reply.is_some()
+            && self.updates_in_flight >= MAX_UPDATES_IN_FLIGHT
+            && self.last_update_latency > SHED_AFTER
+        {
+            // Overload (the partner answers later than a client waits): the client retransmits
+            // its REQUEST; queueing it behind updates that would time out only wastes the
+            // partner's work and keeps the pair overloaded.
+            self.stats.updates_shed += 1;
+            return;
+        }
+        self.updates_in_flight += 1;
         self.stats.updates_sent += 1;
         let mut args = lease_to_json(&lease);
         args["force-create"] = json!(true);
         args["origin"] = json!("ha-partner");
         let f = self.call(command("lease4-update", Some(args)));
+        let sent = std::time::Instant::now();
         ctx.spawn(f.into_actor(self).map(move |res, act, ctx| {
+            act.updates_in_flight = act.updates_in_flight.saturating_sub(1);
+            act.last_update_latency = sent.elapsed();
             let ok = matches!(&res, Ok(v) if v.get("result").and_then(Value::as_u64) == Some(0));
             if ok {
                 act.ha_input(HaInput::Contact, ctx);
@@ -658,7 +686,12 @@ impl DhcpServer {
                 act.persist(lease, reply.map_or(Waiter::Nothing, Waiter::Reply));
             } else {
                 act.stats.updates_failed += 1;
-                tracing::warn!(addr = %lease.addr, res = ?res, "partner did not acknowledge the lease; client not answered");
+                // Logged at 1, 2, 4, 8, ... failures: an overload must not also flood the log.
+                if act.stats.updates_failed.is_power_of_two() {
+                    tracing::warn!(addr = %lease.addr, res = ?res, failed = act.stats.updates_failed, "partner did not acknowledge the lease; client not answered");
+                } else {
+                    tracing::debug!(addr = %lease.addr, res = ?res, "partner did not acknowledge the lease; client not answered");
+                }
                 if res.is_err() {
                     act.ha_input(HaInput::Unreachable, ctx);
                 }
@@ -822,6 +855,7 @@ impl DhcpServer {
             "mode": self.ha.mode,
             "scope": self.ha.scope(),
             "unsent_updates": self.unsent_updates,
+            "updates_in_flight": self.updates_in_flight,
             "counters": {"server": self.stats, "ha": self.ha.stats},
         })
     }
