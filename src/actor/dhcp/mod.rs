@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!   supervisor ──DhcpConfigMsg──▶ DhcpService ──start/stop──▶ DhcpServer × N (per interface)
+//!   DhcpServer ──dhcp.ha.changed──▶ bus (control socket `events.subscribe`, plugins)
 //!   control    ──DhcpLeasesMsg / DhcpFailoverMsg──▶ DhcpService ──▶ each server
 //! ```
 //!
@@ -34,7 +35,7 @@ use server::{DhcpServer, FailoverMsg, LeasesMsg, Spec};
 
 pub struct DhcpService {
     state_dir: PathBuf,
-    #[allow(dead_code)]
+    /// Handed to every server: HA state changes are published as `dhcp.ha.changed`.
     bus: crate::bus::Bus,
     servers: BTreeMap<String, (Spec, Addr<DhcpServer>)>,
 }
@@ -248,7 +249,7 @@ impl Handler<DhcpConfigMsg> for DhcpService {
                 continue;
             }
             tracing::info!(interface = %k, pool = spec.cfg.pool.len(), role = ?spec.role, peer = ?spec.peer, "dhcp server starting");
-            let addr = DhcpServer::new(spec.clone(), db.clone()).start();
+            let addr = DhcpServer::new(spec.clone(), db.clone(), self.bus.clone()).start();
             self.servers.insert(k, (spec, addr));
         }
     }

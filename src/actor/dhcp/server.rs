@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use super::db::{Committed, Db, Writer};
 use super::peer::{self, answer, command, first_answer, lease_from_json, lease_to_json};
 use crate::actor::StopMsg;
+use crate::bus::{Bus, BusMsg};
 use crate::clock;
 use crate::proto::dhcp::ha::{self, Action as HaAction, Input as HaInput, Machine, Role};
 use crate::proto::dhcp::hash;
@@ -96,6 +97,7 @@ fn unix_now() -> u64 {
 pub struct DhcpServer {
     spec: Spec,
     db_path: PathBuf,
+    bus: Bus,
     /// The lease database on its own thread; `None` if it could not be opened (then the server
     /// answers without storing, and says so in the log).
     writer: Option<Writer>,
@@ -167,7 +169,7 @@ pub struct LeasesMsg;
 pub struct FailoverMsg;
 
 impl DhcpServer {
-    pub fn new(spec: Spec, db_path: PathBuf) -> DhcpServer {
+    pub fn new(spec: Spec, db_path: PathBuf, bus: Bus) -> DhcpServer {
         let now = clock::now();
         let ha = match spec.peer {
             Some(_) => Machine::new(now, spec.role, spec.mode, spec.timing),
@@ -177,6 +179,7 @@ impl DhcpServer {
             core: core::Server::new(spec.cfg.clone()),
             spec,
             db_path,
+            bus,
             writer: None,
             pending: VecDeque::new(),
             ha,
@@ -394,6 +397,11 @@ impl DhcpServer {
                 }
                 HaAction::StateChanged { old, new } => {
                     tracing::info!(interface = %self.spec.interface, from = old.as_str(), to = new.as_str(), "dhcp ha state changed");
+                    self.bus.publish(BusMsg::DhcpHaChanged {
+                        interface: self.spec.interface.clone(),
+                        from: old.as_str().to_string(),
+                        to: new.as_str().to_string(),
+                    });
                 }
                 HaAction::ClockSkew(s) => {
                     tracing::warn!(skew_s = s, "clock skew with the dhcp partner");
