@@ -74,7 +74,8 @@ pub struct Stats {
     /// transactions than writes under load).
     pub db_commits: u64,
     pub db_writes: u64,
-    /// Replies held for a lease that then could not be stored (never sent).
+    /// Replies held for a lease that then could not be stored, or refused because too many
+    /// writes were waiting for the disk (never sent).
     pub replies_withheld: u64,
     pub updates_sent: u64,
     pub updates_failed: u64,
@@ -149,7 +150,10 @@ enum PeerAnswer {
 const MAX_UPDATES_IN_FLIGHT: usize = 64;
 const SHED_AFTER: Duration = Duration::from_secs(1);
 
-/// Receive buffer of the DHCP socket, bytes.
+/// Most lease writes awaiting their transaction before new ACKs are refused.
+const MAX_PENDING: usize = 65_536;
+
+/// Receive (and send) buffer of the DHCP socket, bytes.
 const RX_BUF: usize = 8 << 20;
 
 /// Most datagrams read per wake-up before the actor looks at its mailbox again.
@@ -202,6 +206,11 @@ impl DhcpServer {
             self.release(waiter);
             return;
         };
+        if matches!(waiter, Waiter::Reply(_)) && self.pending.len() >= MAX_PENDING {
+            // The disk is not keeping up at all: the client retransmits, memory stays bounded.
+            self.stats.replies_withheld += 1;
+            return;
+        }
         match w.queue(l) {
             Some(seq) => self.pending.push_back((seq, waiter)),
             None => {
@@ -269,6 +278,13 @@ impl DhcpServer {
             .is_err()
         {
             let _ = s.set_recv_buffer_size(RX_BUF);
+        }
+        // Sends do not block: the ACKs of one transaction leave in a burst, which a NIC may
+        // still hold (charged to this socket) when the next burst comes.
+        if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::SndBufForce, &RX_BUF)
+            .is_err()
+        {
+            let _ = s.set_send_buffer_size(RX_BUF);
         }
         Ok(s.into())
     }
