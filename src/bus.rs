@@ -36,6 +36,14 @@ pub enum BusMsg {
     /// The node demotion changed (sum of all reasons).
     #[serde(rename = "demotion.changed")]
     DemotionChanged { total: u32, reasons: Vec<String> },
+    /// A DHCP server's HA state changed (Kea's names: waiting, syncing, ready, load-balancing,
+    /// hot-standby, partner-down).
+    #[serde(rename = "dhcp.ha.changed")]
+    DhcpHaChanged {
+        interface: String,
+        from: String,
+        to: String,
+    },
     /// An actor died and was restarted, or gave up.
     #[serde(rename = "actor.restarted")]
     ActorRestarted {
@@ -54,6 +62,7 @@ impl BusMsg {
             BusMsg::CarpTransition { .. } => "carp.transition",
             BusMsg::DemotionChanged { .. } => "demotion.changed",
             BusMsg::ActorRestarted { .. } => "actor.restarted",
+            BusMsg::DhcpHaChanged { .. } => "dhcp.ha.changed",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! DHCP in the lab with real clients (dhclient, busybox udhcpc): leases from the pair with router
 //! and DNS = the VIP, replicated to both nodes, failover to fw2 keeping the address, resync when
 //! fw1 returns, 50 clients at once without a duplicate address, and no lease lost over a restart
-//! or a SIGKILL. Needs root; `dhclient` and `udhcpc` are installed with apt-get if missing.
+//! or a SIGKILL; fw2 publishes its HA state change (`dhcp.ha.changed`) on its bus. Needs root;
+//! `dhclient` and `udhcpc` are installed with apt-get if missing.
 //!
 //! One test function on purpose: it sets the HA timing knobs in the environment before any node
 //! starts (see `set_timing`), which must happen while no other thread reads the environment.
@@ -11,8 +12,11 @@ mod common;
 use common::labutil::*;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -50,6 +54,31 @@ fn set_timing() {
         std::env::set_var("TANDEM_DHCP_HEARTBEAT_MS", "500");
         std::env::set_var("TANDEM_DHCP_MAX_RESPONSE_DELAY_MS", "4000");
     }
+}
+
+/// Subscribe to `kind` on `fw`'s control socket; the events received so far, filled by a
+/// reader thread that ends when the node (and so the connection) goes away.
+fn subscribe(l: &Lab, fw: Node, kind: &str) -> Arc<Mutex<Vec<Value>>> {
+    let mut s = UnixStream::connect(l.socket(fw)).expect("control socket");
+    let req = json!({"jsonrpc": "2.0", "id": 1, "method": "events.subscribe",
+                     "params": {"events": [kind]}});
+    writeln!(s, "{req}").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut lines = BufReader::new(s).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["result"]["subscribed"], true, "{first}");
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["method"] == "event"
+            {
+                g.lock().unwrap().push(v["params"].clone());
+            }
+        }
+    });
+    got
 }
 
 fn failover(l: &Lab, fw: Node) -> Value {
@@ -293,9 +322,23 @@ for b in bad:\n    s.sendto(b, ('255.255.255.255', 67))\n";
         leases(&l, Node::Fw1).contains_key(&uip) && leases(&l, Node::Fw2).contains_key(&uip)
     });
 
-    // 3. fw1 stops: fw2 goes partner-down and the client keeps its address (INIT-REBOOT).
+    // 3. fw1 stops: fw2 goes partner-down (and says so on its bus) and the client keeps its
+    //    address (INIT-REBOOT).
+    let events = subscribe(&l, Node::Fw2, "dhcp.ha.changed");
     l.stop_node(Node::Fw1, Signal::SIGTERM).unwrap();
     wait_state(&l, Node::Fw2, "partner-down", Duration::from_secs(15));
+    wait_for(
+        "dhcp.ha.changed on fw2's bus",
+        Duration::from_secs(3),
+        || {
+            events.lock().unwrap().iter().any(|e| {
+                e["event"] == "dhcp.ha.changed"
+                    && e["interface"] == "lan"
+                    && e["from"] == "load-balancing"
+                    && e["to"] == "partner-down"
+            })
+        },
+    );
     let lease2 = dhclient(&l, &dir);
     assert_eq!(
         field(&lease2, "fixed-address"),

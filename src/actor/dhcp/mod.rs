@@ -4,12 +4,15 @@
 //!
 //! ```text
 //!   supervisor ──DhcpConfigMsg──▶ DhcpService ──start/stop──▶ DhcpServer × N (per interface)
+//!   DhcpServer ──dhcp.ha.changed──▶ bus (control socket `events.subscribe`, plugins)
 //!   control    ──DhcpLeasesMsg / DhcpFailoverMsg──▶ DhcpService ──▶ each server
 //! ```
 //!
 //! Test knobs (environment, read at config time): `TANDEM_DHCP_HEARTBEAT_MS`,
 //! `TANDEM_DHCP_MAX_RESPONSE_DELAY_MS` override Kea's/OPNsense's 10 s / 60 s;
-//! `TANDEM_DHCP_HA_MODE=hot-standby` selects hot-standby instead of load-balancing.
+//! `TANDEM_DHCP_HA_MODE=hot-standby` selects hot-standby instead of load-balancing;
+//! `TANDEM_DHCP_COMMIT_DELAY_MS` makes the lease database wait that long before each transaction
+//! (a slow disk, for the durability tests).
 
 pub mod db;
 pub mod peer;
@@ -32,7 +35,7 @@ use server::{DhcpServer, FailoverMsg, LeasesMsg, Spec};
 
 pub struct DhcpService {
     state_dir: PathBuf,
-    #[allow(dead_code)]
+    /// Handed to every server: HA state changes are published as `dhcp.ha.changed`.
     bus: crate::bus::Bus,
     servers: BTreeMap<String, (Spec, Addr<DhcpServer>)>,
 }
@@ -217,6 +220,7 @@ pub fn specs(config: &Config) -> BTreeMap<String, Spec> {
                 role,
                 mode,
                 timing,
+                commit_delay: env_ms("TANDEM_DHCP_COMMIT_DELAY_MS").unwrap_or_default(),
             },
         );
     }
@@ -245,7 +249,7 @@ impl Handler<DhcpConfigMsg> for DhcpService {
                 continue;
             }
             tracing::info!(interface = %k, pool = spec.cfg.pool.len(), role = ?spec.role, peer = ?spec.peer, "dhcp server starting");
-            let addr = DhcpServer::new(spec.clone(), db.clone()).start();
+            let addr = DhcpServer::new(spec.clone(), db.clone(), self.bus.clone()).start();
             self.servers.insert(k, (spec, addr));
         }
     }

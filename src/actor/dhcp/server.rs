@@ -1,27 +1,35 @@
 //! One DHCPv4 server per enabled `dhcpd/<if>`, with its HA peer session.
 //!
 //! ```text
-//!  rx thread (UDP 0.0.0.0:67, SO_BINDTODEVICE) ──RxMsg──▶ DhcpServer ──▶ replies (same socket)
+//!  UDP 0.0.0.0:67 (SO_BINDTODEVICE, on the actor's own event loop) ──▶ DhcpServer ──▶ replies
 //!  actix-web on <if addr>:8647 ──PeerCmdMsg──▶ DhcpServer ◀──awc── heartbeats, lease4-update,
 //!                                                                lease4-get-page to the partner
+//!  DhcpServer ──lease──▶ db thread (group commit) ──CommittedMsg──▶ DhcpServer: held replies out
 //!  1 s tick: HA machine poll (heartbeats), lease reclamation
 //! ```
 //! The peer session (the `DhcpPeer` of the architecture) lives in this actor so that the lease
 //! table is never shared: the HTTP handlers forward each command here as a message.
+//!
+//! A lease change is recorded in the in-memory table at once (so the address is never offered
+//! or granted to anyone else), queued for the database thread, and the ACK (or the answer to the
+//! partner's `lease4-update`) is held until the transaction holding the lease is durable. The
+//! socket is read on the actor's own thread, every queued datagram per wake-up, so a burst
+//! costs one wake-up and no hand-over between threads.
 
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::db::Db;
+use super::db::{Committed, Db, Writer};
 use super::peer::{self, answer, command, first_answer, lease_from_json, lease_to_json};
 use crate::actor::StopMsg;
+use crate::bus::{Bus, BusMsg};
 use crate::clock;
 use crate::proto::dhcp::ha::{self, Action as HaAction, Input as HaInput, Machine, Role};
 use crate::proto::dhcp::hash;
@@ -39,6 +47,8 @@ pub struct Spec {
     pub role: Role,
     pub mode: ha::Mode,
     pub timing: ha::Timing,
+    /// Wait before each database transaction (test knob; zero normally).
+    pub commit_delay: Duration,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -60,8 +70,17 @@ pub struct Stats {
     pub informs: u64,
     pub tx_errors: u64,
     pub db_errors: u64,
+    /// Database transactions, and the lease writes they carried (group commit: fewer
+    /// transactions than writes under load).
+    pub db_commits: u64,
+    pub db_writes: u64,
+    /// Replies held for a lease that then could not be stored, or refused because too many
+    /// writes were waiting for the disk (never sent).
+    pub replies_withheld: u64,
     pub updates_sent: u64,
     pub updates_failed: u64,
+    /// REQUESTs left unanswered because too many lease updates were already in flight.
+    pub updates_shed: u64,
     pub updates_received: u64,
     pub updates_rejected: u64,
     pub sync_leases_received: u64,
@@ -79,23 +98,66 @@ fn unix_now() -> u64 {
 pub struct DhcpServer {
     spec: Spec,
     db_path: PathBuf,
-    db: Option<Db>,
+    bus: Bus,
+    /// The lease database on its own thread; `None` if it could not be opened (then the server
+    /// answers without storing, and says so in the log).
+    writer: Option<Writer>,
+    /// What waits for a queued lease to be durable, by sequence number, oldest first.
+    pending: VecDeque<(u64, Waiter)>,
     core: core::Server,
     ha: Machine,
-    sock: Option<UdpSocket>,
+    /// Non-blocking, registered with the actor's event loop.
+    sock: Option<Arc<tokio::net::UdpSocket>>,
     /// AF_PACKET sender and the device MAC, for replies to clients without an address.
     link: Option<(Box<dyn pnet::datalink::DataLinkSender>, [u8; 6])>,
-    stop_rx: Arc<AtomicBool>,
     http: Option<actix_web::dev::ServerHandle>,
     client: Option<awc::Client>,
     unsent_updates: u64,
+    /// `lease4-update`s sent and not yet answered.
+    updates_in_flight: usize,
+    /// How long the last answered (or failed) `lease4-update` took.
+    last_update_latency: Duration,
     stats: Stats,
     syncing: bool,
 }
 
+/// The DHCP socket has datagrams to read.
+struct Readable(std::io::Result<()>);
+
+/// From the database thread: a transaction ended.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct RxMsg(Vec<u8>);
+struct CommittedMsg(Committed);
+
+/// What is released when a queued lease is on disk.
+enum Waiter {
+    /// The client's ACK.
+    Reply(Reply),
+    /// The partner's `lease4-update` / `lease4-del`: the answer to give it.
+    Peer(futures::channel::oneshot::Sender<Value>, Value),
+    Nothing,
+}
+
+/// An answer to the partner, now or once the lease it carried is stored.
+enum PeerAnswer {
+    Now(Value),
+    Later(futures::channel::oneshot::Receiver<Value>),
+}
+
+/// With this many `lease4-update`s awaiting the partner's answer and the last one slower than
+/// [`SHED_AFTER`], further REQUESTs are dropped (the client retransmits) instead of queueing
+/// towards the 2 s timeout. A short stall of the partner (a slow fsync) sheds nothing.
+const MAX_UPDATES_IN_FLIGHT: usize = 64;
+const SHED_AFTER: Duration = Duration::from_secs(1);
+
+/// Most lease writes awaiting their transaction before new ACKs are refused.
+const MAX_PENDING: usize = 65_536;
+
+/// Receive (and send) buffer of the DHCP socket, bytes.
+const RX_BUF: usize = 8 << 20;
+
+/// Most datagrams read per wake-up before the actor looks at its mailbox again.
+const RX_BATCH: usize = 64;
 
 /// A command from the partner (or anyone reaching the HA port), answered with Kea's JSON.
 #[derive(Message)]
@@ -111,7 +173,7 @@ pub struct LeasesMsg;
 pub struct FailoverMsg;
 
 impl DhcpServer {
-    pub fn new(spec: Spec, db_path: PathBuf) -> DhcpServer {
+    pub fn new(spec: Spec, db_path: PathBuf, bus: Bus) -> DhcpServer {
         let now = clock::now();
         let ha = match spec.peer {
             Some(_) => Machine::new(now, spec.role, spec.mode, spec.timing),
@@ -121,25 +183,84 @@ impl DhcpServer {
             core: core::Server::new(spec.cfg.clone()),
             spec,
             db_path,
-            db: None,
+            bus,
+            writer: None,
+            pending: VecDeque::new(),
             ha,
             sock: None,
             link: None,
-            stop_rx: Arc::new(AtomicBool::new(false)),
             http: None,
             client: None,
             unsent_updates: 0,
+            updates_in_flight: 0,
+            last_update_latency: Duration::ZERO,
             stats: Stats::default(),
             syncing: false,
         }
     }
 
-    fn persist(&mut self, l: &Lease) {
-        if let Some(db) = &self.db
-            && let Err(e) = db.upsert(&self.spec.interface, l)
-        {
-            self.stats.db_errors += 1;
-            tracing::warn!(addr = %l.addr, "cannot store lease: {e}");
+    /// Queue a lease change for the database; `waiter` is released once it is durable.
+    fn persist(&mut self, l: Lease, waiter: Waiter) {
+        let Some(w) = self.writer.as_mut() else {
+            // No database at all (logged at start): serve without storing.
+            self.release(waiter);
+            return;
+        };
+        if matches!(waiter, Waiter::Reply(_)) && self.pending.len() >= MAX_PENDING {
+            // The disk is not keeping up at all: the client retransmits, memory stays bounded.
+            self.stats.replies_withheld += 1;
+            return;
+        }
+        match w.queue(l) {
+            Some(seq) => self.pending.push_back((seq, waiter)),
+            None => {
+                self.stats.db_errors += 1;
+                tracing::warn!("lease database thread is gone; lease not stored");
+                self.withhold(waiter);
+            }
+        }
+    }
+
+    fn release(&mut self, waiter: Waiter) {
+        match waiter {
+            Waiter::Reply(r) => self.send(&r),
+            Waiter::Peer(tx, v) => {
+                let _ = tx.send(v);
+            }
+            Waiter::Nothing => {}
+        }
+    }
+
+    fn withhold(&mut self, waiter: Waiter) {
+        match waiter {
+            Waiter::Reply(_) => self.stats.replies_withheld += 1,
+            Waiter::Peer(tx, _) => {
+                let _ = tx.send(answer(1, "cannot store the lease", None));
+            }
+            Waiter::Nothing => {}
+        }
+    }
+
+    fn on_committed(&mut self, c: Committed) {
+        self.stats.db_commits += 1;
+        self.stats.db_writes += c.leases as u64;
+        if !c.ok {
+            self.stats.db_errors += c.leases as u64;
+            tracing::warn!(
+                leases = c.leases,
+                "cannot store leases: {}",
+                c.error.as_deref().unwrap_or("?")
+            );
+        }
+        while self.pending.front().is_some_and(|(seq, _)| *seq <= c.upto) {
+            let Some((_, w)) = self.pending.pop_front() else {
+                break;
+            };
+            if c.ok {
+                self.release(w);
+            } else {
+                self.withhold(w);
+            }
         }
     }
 
@@ -150,59 +271,39 @@ impl DhcpServer {
         s.set_broadcast(true)?;
         s.bind_device(Some(self.spec.device.as_bytes()))?;
         s.bind(&SocketAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67)).into())?;
-        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        s.set_nonblocking(true)?;
+        // A deep receive queue rides out a moment without CPU (the default ~200 KiB holds
+        // under 100 queued requests): beyond net.core.rmem_max when we may, else what it allows.
+        if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &RX_BUF)
+            .is_err()
+        {
+            let _ = s.set_recv_buffer_size(RX_BUF);
+        }
+        // Sends do not block: the ACKs of one transaction leave in a burst, which a NIC may
+        // still hold (charged to this socket) when the next burst comes.
+        if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::SndBufForce, &RX_BUF)
+            .is_err()
+        {
+            let _ = s.set_send_buffer_size(RX_BUF);
+        }
         Ok(s.into())
     }
 
     fn start_rx(&mut self, ctx: &mut Context<Self>) {
-        let sock = match self.open_socket() {
-            Ok(s) => s,
+        let sock = match self.open_socket().and_then(tokio::net::UdpSocket::from_std) {
+            Ok(s) => Arc::new(s),
             Err(e) => {
                 tracing::warn!(dev = %self.spec.device, "cannot open dhcp socket: {e}; retrying");
                 ctx.run_later(Duration::from_secs(2), |a, ctx| a.start_rx(ctx));
                 return;
             }
         };
-        let rx = match sock.try_clone() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot clone dhcp socket: {e}");
-                return;
-            }
-        };
-        self.sock = Some(sock);
-        let addr = ctx.address();
-        let stop = self.stop_rx.clone();
-        let dev = self.spec.device.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("dhcp-rx-{dev}"))
-            .spawn(move || {
-                let mut buf = vec![0u8; 2048];
-                while !stop.load(Ordering::Relaxed) {
-                    match rx.recv_from(&mut buf) {
-                        Ok((n, _)) => {
-                            if addr.try_send(RxMsg(buf[..n].to_vec())).is_err() && !addr.connected()
-                            {
-                                break;
-                            }
-                        }
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock
-                                    | std::io::ErrorKind::TimedOut
-                                    | std::io::ErrorKind::Interrupted
-                            ) => {}
-                        Err(e) => {
-                            tracing::warn!(dev = %dev, "dhcp receive failed: {e}");
-                            std::thread::sleep(Duration::from_millis(200));
-                        }
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start dhcp receive thread: {e}");
-        }
+        self.sock = Some(sock.clone());
+        // Readiness only; the handler drains the socket itself (no thread, no copy, no hop).
+        ctx.add_stream(futures::stream::unfold(sock, |s| async move {
+            let r = s.readable().await;
+            Some((Readable(r), s))
+        }));
         tracing::info!(interface = %self.spec.interface, dev = %self.spec.device, "dhcp server listening on port 67");
     }
 
@@ -312,6 +413,11 @@ impl DhcpServer {
                 }
                 HaAction::StateChanged { old, new } => {
                     tracing::info!(interface = %self.spec.interface, from = old.as_str(), to = new.as_str(), "dhcp ha state changed");
+                    self.bus.publish(BusMsg::DhcpHaChanged {
+                        interface: self.spec.interface.clone(),
+                        from: old.as_str().to_string(),
+                        to: new.as_str().to_string(),
+                    });
                 }
                 HaAction::ClockSkew(s) => {
                     tracing::warn!(skew_s = s, "clock skew with the dhcp partner");
@@ -414,7 +520,7 @@ impl DhcpServer {
                     for l in leases {
                         act.stats.sync_leases_received += 1;
                         if act.core.merge(l.clone()) {
-                            act.persist(&l);
+                            act.persist(l, Waiter::Nothing);
                         }
                     }
                     tracing::info!(leases = n, "dhcp ha: sync from the partner done");
@@ -449,7 +555,7 @@ impl DhcpServer {
             }
         };
         if let Some(sock) = &self.sock
-            && let Err(e) = sock.send_to(&bytes, to)
+            && let Err(e) = sock.try_send_to(&bytes, to.into())
         {
             self.stats.tx_errors += 1;
             tracing::debug!(to = %to, "dhcp send failed: {e}");
@@ -574,29 +680,42 @@ impl DhcpServer {
                 self.unsent_updates += 1;
             }
             self.core.commit(lease.clone());
-            self.persist(&lease);
-            if let Some(r) = reply {
-                self.send(&r);
-            }
+            self.persist(lease, reply.map_or(Waiter::Nothing, Waiter::Reply));
             return;
         }
+        if reply.is_some()
+            && self.updates_in_flight >= MAX_UPDATES_IN_FLIGHT
+            && self.last_update_latency > SHED_AFTER
+        {
+            // Overload (the partner answers later than a client waits): the client retransmits
+            // its REQUEST; queueing it behind updates that would time out only wastes the
+            // partner's work and keeps the pair overloaded.
+            self.stats.updates_shed += 1;
+            return;
+        }
+        self.updates_in_flight += 1;
         self.stats.updates_sent += 1;
         let mut args = lease_to_json(&lease);
         args["force-create"] = json!(true);
         args["origin"] = json!("ha-partner");
         let f = self.call(command("lease4-update", Some(args)));
+        let sent = std::time::Instant::now();
         ctx.spawn(f.into_actor(self).map(move |res, act, ctx| {
+            act.updates_in_flight = act.updates_in_flight.saturating_sub(1);
+            act.last_update_latency = sent.elapsed();
             let ok = matches!(&res, Ok(v) if v.get("result").and_then(Value::as_u64) == Some(0));
             if ok {
                 act.ha_input(HaInput::Contact, ctx);
                 act.core.commit(lease.clone());
-                act.persist(&lease);
-                if let Some(r) = reply {
-                    act.send(&r);
-                }
+                act.persist(lease, reply.map_or(Waiter::Nothing, Waiter::Reply));
             } else {
                 act.stats.updates_failed += 1;
-                tracing::warn!(addr = %lease.addr, res = ?res, "partner did not acknowledge the lease; client not answered");
+                // Logged at 1, 2, 4, 8, ... failures: an overload must not also flood the log.
+                if act.stats.updates_failed.is_power_of_two() {
+                    tracing::warn!(addr = %lease.addr, res = ?res, failed = act.stats.updates_failed, "partner did not acknowledge the lease; client not answered");
+                } else {
+                    tracing::debug!(addr = %lease.addr, res = ?res, "partner did not acknowledge the lease; client not answered");
+                }
                 if res.is_err() {
                     act.ha_input(HaInput::Unreachable, ctx);
                 }
@@ -604,11 +723,29 @@ impl DhcpServer {
         }));
     }
 
-    fn peer_command(&mut self, v: Value, ctx: &mut Context<Self>) -> Value {
+    fn peer_command(&mut self, v: Value, ctx: &mut Context<Self>) -> PeerAnswer {
+        match self.peer_command_now(v, ctx) {
+            Ok(v) => PeerAnswer::Now(v),
+            Err(b) => {
+                let (lease, ok) = *b;
+                let (tx, rx) = futures::channel::oneshot::channel();
+                self.persist(lease, Waiter::Peer(tx, ok));
+                PeerAnswer::Later(rx)
+            }
+        }
+    }
+
+    /// The answer to a partner's command, or a lease change to store first and the answer to
+    /// give once it is stored.
+    fn peer_command_now(
+        &mut self,
+        v: Value,
+        ctx: &mut Context<Self>,
+    ) -> Result<Value, Box<(Lease, Value)>> {
         let name = v.get("command").and_then(Value::as_str).unwrap_or("");
         let args = v.get("arguments").cloned().unwrap_or(Value::Null);
         let now = clock::now();
-        match name {
+        Ok(match name {
             "ha-heartbeat" => answer(
                 0,
                 "HA peer status.",
@@ -623,17 +760,19 @@ impl DhcpServer {
                 self.stats.updates_received += 1;
                 let Some(l) = lease_from_json(&args) else {
                     self.stats.updates_rejected += 1;
-                    return answer(1, "malformed lease", None);
+                    return Ok(answer(1, "malformed lease", None));
                 };
                 if self.core.conflicts(&l, unix_now()) {
                     self.stats.updates_rejected += 1;
-                    return answer(1, "address leased to another client", None);
+                    return Ok(answer(1, "address leased to another client", None));
                 }
                 self.ha_input(HaInput::Contact, ctx);
+                let ok = answer(0, "IPv4 lease updated.", None);
                 if self.core.merge(l.clone()) {
-                    self.persist(&l);
+                    // Answered once it is on disk: the partner ACKs its client on our answer.
+                    return Err(Box::new((l, ok)));
                 }
-                answer(0, "IPv4 lease updated.", None)
+                ok
             }
             "lease4-del" => {
                 let addr = args
@@ -647,8 +786,7 @@ impl DhcpServer {
                         l.cltt = unix_now();
                         l.origin = Origin::Partner;
                         self.core.merge(l.clone());
-                        self.persist(&l);
-                        answer(0, "IPv4 lease deleted.", None)
+                        return Err(Box::new((l, answer(0, "IPv4 lease deleted.", None))));
                     }
                     None => answer(3, "IPv4 lease not found.", None),
                 }
@@ -666,7 +804,7 @@ impl DhcpServer {
                     Some("start") | None => None,
                     Some(s) => match s.parse::<Ipv4Addr>() {
                         Ok(a) => Some(a),
-                        Err(_) => return answer(1, "bad from", None),
+                        Err(_) => return Ok(answer(1, "bad from", None)),
                     },
                 };
                 let limit = args
@@ -726,7 +864,7 @@ impl DhcpServer {
                 ])),
             ),
             _ => answer(2, &format!("'{name}' command not supported."), None),
-        }
+        })
     }
 
     fn failover_json(&self) -> Value {
@@ -741,6 +879,7 @@ impl DhcpServer {
             "mode": self.ha.mode,
             "scope": self.ha.scope(),
             "unsent_updates": self.unsent_updates,
+            "updates_in_flight": self.updates_in_flight,
             "counters": {"server": self.stats, "ha": self.ha.stats},
         })
     }
@@ -749,7 +888,7 @@ impl DhcpServer {
         let acts = self.ha.poll(clock::now());
         self.ha_actions(acts, ctx);
         for l in self.core.reclaim(unix_now()) {
-            self.persist(&l);
+            self.persist(l, Waiter::Nothing);
         }
     }
 }
@@ -790,7 +929,14 @@ impl Actor for DhcpServer {
                     }
                     Err(e) => tracing::error!("cannot read leases: {e}"),
                 }
-                self.db = Some(db);
+                let me = ctx.address();
+                let iface = self.spec.interface.clone();
+                match Writer::start(db, iface, self.spec.commit_delay, move |c| {
+                    me.do_send(CommittedMsg(c))
+                }) {
+                    Ok(w) => self.writer = Some(w),
+                    Err(e) => tracing::error!("cannot start the lease database thread: {e}"),
+                }
             }
             Err(e) => {
                 tracing::error!(path = %self.db_path.display(), "cannot open lease database: {e}")
@@ -808,26 +954,58 @@ impl Actor for DhcpServer {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.stop_rx.store(true, Ordering::Relaxed);
         if let Some(h) = self.http.take() {
             actix_rt::spawn(async move { h.stop(true).await });
         }
-        // Dropping the connection checkpoints the WAL.
-        self.db = None;
+        // Lets the database thread write what is queued, then close (checkpointing the WAL).
+        self.writer = None;
     }
 }
 
-impl Handler<RxMsg> for DhcpServer {
+impl StreamHandler<Readable> for DhcpServer {
+    fn handle(&mut self, m: Readable, ctx: &mut Context<Self>) {
+        if let Err(e) = m.0 {
+            tracing::warn!(dev = %self.spec.device, "dhcp socket failed: {e}");
+            return;
+        }
+        let Some(sock) = self.sock.clone() else {
+            return;
+        };
+        let mut buf = [0u8; 2048];
+        for _ in 0..RX_BATCH {
+            match sock.try_recv_from(&mut buf) {
+                Ok((n, _)) => self.on_packet(buf.get(..n).unwrap_or_default(), ctx),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(dev = %self.spec.device, "dhcp receive failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The readiness stream never ends; if it did, the server would keep running.
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<CommittedMsg> for DhcpServer {
     type Result = ();
-    fn handle(&mut self, m: RxMsg, ctx: &mut Context<Self>) {
-        self.on_packet(&m.0, ctx);
+    fn handle(&mut self, m: CommittedMsg, _: &mut Context<Self>) {
+        self.on_committed(m.0);
     }
 }
 
 impl Handler<PeerCmdMsg> for DhcpServer {
-    type Result = MessageResult<PeerCmdMsg>;
+    type Result = ResponseFuture<Value>;
     fn handle(&mut self, m: PeerCmdMsg, ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.peer_command(m.0, ctx))
+        match self.peer_command(m.0, ctx) {
+            PeerAnswer::Now(v) => Box::pin(async move { v }),
+            PeerAnswer::Later(rx) => Box::pin(async move {
+                rx.await
+                    .unwrap_or_else(|_| answer(1, "server stopped before storing the lease", None))
+            }),
+        }
     }
 }
 
