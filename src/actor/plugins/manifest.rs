@@ -34,6 +34,7 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "config.applied",
     "demotion.changed",
     "actor.restarted",
+    "dhcp.ha.changed",
 ];
 
 /// Why a manifest was refused.
