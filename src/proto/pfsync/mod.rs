@@ -42,7 +42,7 @@
 //!   BULK_REQUEST every [`Config::bulk_retry`] (postponed while bulk data arrives) until
 //!   BULK_END, or gives up after [`Config::bulk_timeout`] (counted). A BULK_REQUEST from the
 //!   peer starts a bulk answer: every state of the table in full packets, at most
-//!   [`Config::max_packets_per_poll`] per call and at most [`Config::bulk_window`]
+//!   [`Config::max_packets_per_poll`] per call and at most [`Config::bulk_window`] (1,024)
 //!   unacknowledged (the receiver paces the bulk with its ACKs, which go at once after 32
 //!   messages); BULK_END follows only when every record of the bulk has been acknowledged
 //!   (resends carry new sequence numbers, so only the sender knows that nothing is missing).
@@ -130,8 +130,8 @@ impl Config {
             missing_timeout: Duration::from_secs(1),
             max_retries: 10,
             window: 8192,
-            max_packets_per_poll: 64,
-            bulk_window: 256,
+            max_packets_per_poll: 256,
+            bulk_window: 1024,
             max_in_flight: 1024,
             bulk_retry: Duration::from_secs(1),
             bulk_timeout: Duration::from_secs(10),
