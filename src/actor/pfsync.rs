@@ -449,7 +449,6 @@ impl Pfsync {
         for s in &states {
             self.queue_op(s.id, Op::Delete(from_tuple(&s.orig, s.proto), s.zone));
         }
-        self.kstats.removed += states.len() as u64;
     }
 
     fn open(&mut self, ctx: &mut Context<Self>) {
@@ -746,6 +745,7 @@ impl Handler<InjectedMsg> for Pfsync {
         let bad = r.upsert_errors.len();
         self.kstats.injected += r.upserted as u64;
         self.kstats.inject_errors += bad as u64;
+        self.kstats.removed += r.deleted as u64;
         self.kstats.remove_errors += r.delete_errors as u64;
         if let Some(first) = r.upsert_errors.first() {
             tracing::warn!(

@@ -40,13 +40,13 @@ fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
 }
 
-/// Receive buffer of every raw socket: a burst of sync packets (a bulk update is thousands of
+/// Receive and send buffer of every raw socket: a burst of sync packets (a bulk update is thousands of
 /// datagrams) waits here while the actor works, instead of being dropped.
-const RCVBUF: usize = 4 << 20;
+const SOCKBUF: usize = 4 << 20;
 
 /// SO_RCVBUFFORCE (passes `net.core.rmem_max`, needs CAP_NET_ADMIN), else SO_RCVBUF (capped);
 /// the send buffer likewise, so a burst queues in the kernel instead of in our sender.
-fn set_rcvbuf(s: &Socket, bytes: usize) -> io::Result<()> {
+fn set_buffers(s: &Socket, bytes: usize) -> io::Result<()> {
     if socket::setsockopt(s, sockopt::RcvBufForce, &bytes).is_err() {
         s.set_recv_buffer_size(bytes)?;
     }
@@ -75,7 +75,7 @@ impl RawIp {
         if let Some(g) = group {
             s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))?;
         }
-        set_rcvbuf(&s, RCVBUF)?;
+        set_buffers(&s, SOCKBUF)?;
         Ok(RawIp {
             fd: register(OwnedFd::from(s))?,
             v6: false,
@@ -100,7 +100,7 @@ impl RawIp {
         if let Some(g) = group {
             s.join_multicast_v6(&g, ifindex)?;
         }
-        set_rcvbuf(&s, RCVBUF)?;
+        set_buffers(&s, SOCKBUF)?;
         let fd = OwnedFd::from(s);
         socket::setsockopt(&fd, sockopt::Ipv6RecvHopLimit, &true).map_err(nix_err)?;
         Ok(RawIp {

@@ -82,24 +82,6 @@ impl Db {
         tx.commit()
     }
 
-    pub fn upsert(&self, iface: &str, l: &Lease) -> rusqlite::Result<()> {
-        self.conn.execute(
-            UPSERT,
-            params![
-                iface,
-                l.addr.to_string(),
-                l.mac,
-                l.client_id,
-                l.hostname,
-                l.cltt as i64,
-                l.expires as i64,
-                l.state.as_str(),
-                origin_str(l.origin),
-            ],
-        )?;
-        Ok(())
-    }
-
     pub fn load(&self, iface: &str) -> rusqlite::Result<Vec<Lease>> {
         let mut st = self.conn.prepare(
             "SELECT address, mac, client_id, hostname, cltt, expires, state, origin
