@@ -430,7 +430,7 @@ impl Sync {
                 }
             }
             if let Some(t) = self.queue.since
-                && self.window.len() < self.cfg.max_in_flight.max(1)
+                && self.flush_has_room()
             {
                 at_least(t + self.cfg.flush_delay);
             }
@@ -896,6 +896,12 @@ impl Sync {
         self.window.len() < (self.cfg.window.saturating_mul(3) / 4).max(1)
     }
 
+    /// Ordinary traffic goes out only below `max_in_flight` unacknowledged messages (and while
+    /// the window has room); `flush` and `poll_at` must agree on this, or a due flush spins.
+    fn flush_has_room(&self) -> bool {
+        self.window_has_room() && self.window.len() < self.cfg.max_in_flight.max(1)
+    }
+
     /// A bulk goes out only while few messages are unacknowledged: the receiver paces it
     /// with its ACKs instead of losing what overflows its socket buffer.
     fn bulk_can_send(&self) -> bool {
@@ -982,7 +988,7 @@ impl Sync {
         loop {
             // Flow control: past `max_in_flight` unacknowledged messages the queue waits (and
             // keeps coalescing) for ACKs, rather than overrunning the peer or our window.
-            if self.window.len() >= self.cfg.max_in_flight.max(1) || !self.window_has_room() {
+            if !self.flush_has_room() {
                 break;
             }
             // How many queued ids the next packet takes, and whether it is full.
