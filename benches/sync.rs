@@ -11,8 +11,10 @@
 //! - throughput: new states at a stepped rate for 1 s each; the highest rate at which every
 //!   state arrived and the largest lag stayed under 100 ms.
 //! - bulk: 100,000 states on fw1; fw2's kernel table emptied; time until fw2's kernel holds them
-//!   all. tandem: fw2's daemon is restarted (it asks for a bulk at start; the time counts from
-//!   the process start). conntrackd: `-f external`, `-n` (resync), then `-c` (commit).
+//!   all. tandem: fw2's daemon is restarted; it asks for a bulk at start and records when it
+//!   sent the request (`pfsync.status` kernel.bulk_requested_unix_ms): the time counts from the
+//!   request (the time from the process start is printed too). conntrackd: `-f external`, `-n`
+//!   (resync request), then `-c` (commit): the time counts from `-n`.
 //! - failover: 10,000 TCP sessions (10 `sessions.py` of 1,000, 10 echo servers) through fw1,
 //!   its plug pulled, sessions checked after fw2 took over.
 //! - RSS (VmRSS) of the sync daemon on both nodes at 10,000 and 100,000 states.
@@ -595,7 +597,7 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
             perfs.push(
                 Command::new("perf")
                     .args(["record", "-g", "-F", "2000", "-o", &out, "-p", &pid])
-                    .args(["--", "sleep", "2"])
+                    .args(["--", "sleep", "0.8"])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()?,
@@ -614,13 +616,25 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
         c >= n
     });
     let total = t0.elapsed();
+    let done_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let full = fw2_count();
+    // The measure starts at the bulk request (fw2 records when it sent it).
+    let requested = lab
+        .ctl(Node::Fw2, "pfsync.status", json!({}))
+        .ok()
+        .and_then(|v| v["kernel"]["bulk_requested_unix_ms"].as_u64());
     for mut p in perfs {
         let _ = p.wait();
     }
     r.bulk = match done {
         Ok(_) => format!(
-            "{:.3} s from daemon start ({full} states; control socket up at {:.3} s with {at_ready} in)",
+            "{} after the bulk request ({:.3} s from daemon start; {full} states; control socket up at {:.3} s with {at_ready} in)",
+            requested.map_or("?".into(), |r| format!(
+                "{:.3} s",
+                done_unix_ms.saturating_sub(r) as f64 / 1000.0
+            )),
             total.as_secs_f64(),
             ready.as_secs_f64()
         ),
@@ -637,6 +651,9 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
 
     if std::env::var_os("SYNC_BENCH_QUICK").is_some() {
         // Development loop: lag, RSS and bulk only.
+        for (fw, name) in [(Node::Fw1, "fw1"), (Node::Fw2, "fw2")] {
+            let _ = std::fs::copy(lab.log_path(fw), format!("/tmp/sync-bench-{name}.log"));
+        }
         eprintln!("--- fw1 log\n{}", lab.log_tail(Node::Fw1, 15));
         eprintln!("--- fw2 log\n{}", lab.log_tail(Node::Fw2, 40));
         for fw in [Node::Fw1, Node::Fw2] {

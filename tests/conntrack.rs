@@ -559,6 +559,38 @@ fn events_new_update_destroy() {
 }
 
 #[test]
+fn new_events_switch_off_and_on() {
+    let ns = Netns::new("nw");
+    ns.block(|| async {
+        let mut events = subscribe().expect("subscribe");
+        let switch = events.new_events();
+        let ct = Conntrack::open().expect("open");
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(2), events.next())
+                .await
+                .ok()
+                .flatten()
+        };
+        switch.set(false).expect("NEW off");
+        let quiet = entry(ports(17, "10.0.0.1", 1000, "10.0.0.2", 53));
+        ct.create(&quiet).await.expect("create");
+        // No NEW for it; its removal still comes as DESTROY (that group stays on).
+        ct.delete(&quiet.orig, 0).await.expect("delete");
+        match next().await {
+            Some(Event::Destroy(d)) => assert_eq!(d.orig, quiet.orig),
+            other => panic!("want only the DESTROY while NEW is off, got {other:?}"),
+        }
+        switch.set(true).expect("NEW on");
+        let seen = entry(ports(17, "10.0.0.1", 1001, "10.0.0.2", 53));
+        ct.create(&seen).await.expect("create");
+        match next().await {
+            Some(Event::New(n)) => assert_eq!(n.orig, seen.orig),
+            other => panic!("want NEW once it is on again, got {other:?}"),
+        }
+    });
+}
+
+#[test]
 fn malformed_messages_error_and_never_panic() {
     let mut w = Writer::new();
     w.create(&snat_entry(), 1);

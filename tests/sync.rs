@@ -330,3 +330,55 @@ fn an_active_udp_flow_stays_alive_on_the_peer_without_events() {
     let (ok, v) = result(udp);
     assert!(ok, "udp flow broke across the failover: {v}");
 }
+
+/// fw2's daemon restarts while its kernel still holds fw1's states. They must stay fw1's: fw2 asks
+/// for the bulk first and reads its own table only after it (an entry it does not know before
+/// then may be the peer's), so it neither claims fw1's session as its own nor sends it back.
+#[test]
+fn a_restarted_backup_keeps_the_peers_states_as_the_peers() {
+    let l = lab("r", default_opts());
+    settled_pair(&l);
+    let _srv = KillOnDrop(echo_server(&l, 7000));
+    std::thread::sleep(Duration::from_millis(300));
+    let client = sessions(&l, 7000, 1, 14, false);
+    let nat_on_fw2 = || {
+        fw2_conntrack(&l, 7000)
+            .iter()
+            .any(|e| e.contains("ESTABLISHED") && e.contains("dst=172.18.0.100"))
+    };
+    wait_until("NAT state on fw2", Duration::from_secs(5), nat_on_fw2);
+    l.stop_node(Node::Fw2, Signal::SIGTERM).unwrap();
+    assert!(nat_on_fw2(), "the kernel entry went with the daemon");
+    l.start_node(Node::Fw2).unwrap();
+    // The bulk is in and the table read (the catch-up dump follows the bulk at once).
+    wait_until("fw2's bulk", Duration::from_secs(10), || {
+        l.ctl(Node::Fw2, "pfsync.status", json!({}))
+            .is_ok_and(|s| s["kernel"]["bulk_done_unix_ms"].is_u64() && s["bulk_pending"] == false)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let origin = |fw: Node| {
+        let v = l
+            .ctl(fw, "states.list", json!({"filter": ":7000"}))
+            .unwrap();
+        let rows = v["states"].as_array().cloned().unwrap_or_default();
+        assert_eq!(rows.len(), 1, "{fw:?}: {v}");
+        rows[0]["origin"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(
+        origin(Node::Fw2),
+        "peer",
+        "fw2 took fw1's state for its own"
+    );
+    assert_eq!(
+        origin(Node::Fw1),
+        "local",
+        "fw1's own state came back to it as the peer's"
+    );
+    let st = l.ctl(Node::Fw2, "pfsync.status", json!({})).unwrap();
+    assert!(st["kernel"]["bulk_requested_unix_ms"].is_u64(), "{st}");
+    // And it still carries the session across a failover.
+    l.pull_plug(Node::Fw1).unwrap();
+    let (ok, v) = result(client);
+    assert!(ok, "session broke across the failover: {v}");
+    assert_eq!(v["missing"], 0, "{v}");
+}

@@ -77,6 +77,12 @@ pub struct KernelStats {
     pub send_errors: u64,
     pub last_error: Option<String>,
     pub last_bulk_unix: Option<u64>,
+    /// When we last asked the peer for a bulk (Unix ms; the first request of a wait).
+    pub bulk_requested_unix_ms: Option<u64>,
+    /// When the last bulk we asked for was complete in our table (Unix ms; BULK_END).
+    pub bulk_done_unix_ms: Option<u64>,
+    /// Times NEW events were switched off while a bulk was injected.
+    pub new_events_paused: u64,
 }
 
 pub struct Pfsync {
@@ -99,9 +105,19 @@ pub struct Pfsync {
     /// The last poll changed nothing: a deadline still due now waits for the timer, not a spin.
     idle_poll: bool,
     kstats: KernelStats,
-    /// A table dump is running; another was asked for meanwhile (event overrun).
+    /// A table dump is running; the dump asked for meanwhile (merged: a resync wins).
     dumping: bool,
-    dump_again: bool,
+    dump_again: Option<DumpKind>,
+    /// Switches the event socket's NEW group (off while the peer's bulk is injected).
+    new_events: Option<conntrack::NewEvents>,
+    new_events_off: bool,
+    /// Kernel writes handed to the injection workers and not yet reported done.
+    ops_in_flight: usize,
+    /// A bulk we asked for was pending at the end of the last turn.
+    bulk_was_pending: bool,
+    /// A catch-up dump is due once no bulk is pending and the workers are idle (at start, and
+    /// after NEW events were off).
+    catch_up_owed: bool,
     /// When the event queue last overran: a dump taken during a burst can miss entries that were
     /// being created, so dumps repeat until the table has been quiet for a moment.
     last_overrun: Option<std::time::Instant>,
@@ -247,6 +263,9 @@ enum DumpKind {
     Resync,
     /// Periodic: only states whose timeout moved on silently are sent (see [`Input::Refresh`]).
     Refresh,
+    /// After NEW events were off: like a refresh (states we do not know are new local ones),
+    /// but not part of the periodic schedule.
+    CatchUp,
 }
 
 /// Part of a table dump (the entries of one netlink datagram).
@@ -301,7 +320,12 @@ impl Pfsync {
             idle_poll: false,
             kstats: KernelStats::default(),
             dumping: false,
-            dump_again: false,
+            dump_again: None,
+            new_events: None,
+            new_events_off: false,
+            ops_in_flight: 0,
+            bulk_was_pending: false,
+            catch_up_owed: true,
             last_overrun: None,
             stopping: false,
             refresh_every: REFRESH_MIN,
@@ -376,6 +400,7 @@ impl Pfsync {
                 }
                 Action::BulkDone => {
                     self.kstats.last_bulk_unix = Some(unix_micros() / 1_000_000);
+                    self.kstats.bulk_done_unix_ms = Some(unix_micros() / 1000);
                     tracing::info!(
                         states = self.machine.len(),
                         "bulk update from the peer complete"
@@ -395,6 +420,7 @@ impl Pfsync {
             }
         }
         self.submit_ops();
+        self.bulk_events(ctx);
         if !self.stopping {
             self.rearm(ctx);
         }
@@ -440,8 +466,58 @@ impl Pfsync {
         let Some(inj) = &self.injector else { return };
         for (w, ops) in self.pending_ops.iter_mut().enumerate() {
             if !ops.is_empty() {
+                self.ops_in_flight += ops.len();
                 inj.submit(w, std::mem::take(ops));
             }
+        }
+    }
+
+    /// Keeps the kernel from building a NEW event for every state of the peer's bulk, and
+    /// reads our own table only once the bulk is in: the NEW event group is left from our bulk
+    /// request until BULK_END and until the workers have written everything queued by then; a
+    /// catch-up dump then finds the local states created meanwhile (at boot, as BACKUP, there
+    /// are few). The first dump after start waits the same way, so it neither competes with the
+    /// injection nor takes entries the peer is about to claim (a restart finds the peer's states
+    /// still in the kernel) for local ones. Also records when the bulk was asked for.
+    fn bulk_events(&mut self, ctx: &mut Context<Self>) {
+        let pending = self.machine.bulk_pending();
+        if pending && !self.bulk_was_pending {
+            self.kstats.bulk_requested_unix_ms = Some(unix_micros() / 1000);
+        }
+        self.bulk_was_pending = pending;
+        let Some(sw) = &self.new_events else { return };
+        if pending {
+            if !self.new_events_off {
+                match sw.set(false) {
+                    Ok(()) => {
+                        self.new_events_off = true;
+                        self.catch_up_owed = true;
+                        self.kstats.new_events_paused += 1;
+                        tracing::debug!(
+                            "conntrack NEW events off while the peer's bulk is injected"
+                        );
+                    }
+                    Err(e) => tracing::debug!("conntrack NEW events stay on: {e}"),
+                }
+            }
+            return;
+        }
+        if self.ops_in_flight > 0 {
+            return;
+        }
+        if self.new_events_off {
+            if let Err(e) = sw.set(true) {
+                // Tried again at the end of every turn; the periodic refresh still finds new
+                // local states meanwhile.
+                tracing::warn!("conntrack NEW events could not be switched on again: {e}");
+                self.kstats.last_error = Some(format!("NEW events: {e}"));
+                return;
+            }
+            self.new_events_off = false;
+        }
+        if std::mem::take(&mut self.catch_up_owed) {
+            tracing::debug!("reading the local table (catch-up dump)");
+            self.dump(DumpKind::CatchUp, ctx);
         }
     }
 
@@ -461,7 +537,10 @@ impl Pfsync {
                     .await
                     .map_err(|e| format!("looking up {}: {e}", spec.device))?
                     .ok_or_else(|| format!("sync device {} does not exist", spec.device))?;
-                let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+                // One worker: the kernel runs every ctnetlink create/update under one mutex (the
+                // nfnetlink subsystem lock), so a second worker only spun on it (a quarter of
+                // fw2's CPU during a 100k bulk, by perf) and no bulk got faster.
+                let workers = 1;
                 let report_to = addr.clone();
                 let injector = Injector::start(
                     workers,
@@ -497,7 +576,9 @@ impl Pfsync {
         if self.stopping {
             return;
         }
-        if self.dumping {
+        // Not before the first catch-up: until the bulk is in, an entry we do not know may be
+        // the peer's.
+        if self.dumping || self.catch_up_owed {
             ctx.run_later(REFRESH_MIN, |a, ctx| a.start_refresh(ctx));
             return;
         }
@@ -506,7 +587,12 @@ impl Pfsync {
 
     fn dump(&mut self, kind: DumpKind, ctx: &mut Context<Self>) {
         if self.dumping {
-            self.dump_again = true;
+            // A resync covers a catch-up; a periodic refresh re-schedules itself instead.
+            match (self.dump_again, kind) {
+                (_, DumpKind::Resync) => self.dump_again = Some(DumpKind::Resync),
+                (None, DumpKind::CatchUp) => self.dump_again = Some(DumpKind::CatchUp),
+                _ => {}
+            }
             return;
         }
         self.dumping = true;
@@ -565,6 +651,7 @@ impl Handler<OpenedMsg> for Pfsync {
         match m.0 {
             Ok((injector, events, sock, ifindex, up)) => {
                 let sock = Rc::new(sock);
+                self.new_events = Some(events.new_events());
                 self.ifindex = Some(ifindex);
                 self.injector = Some(injector);
                 self.sock = Some(sock.clone());
@@ -600,13 +687,15 @@ impl Handler<OpenedMsg> for Pfsync {
                         }
                     }
                 });
-                // Our current table, then start syncing; refresh dumps from then on.
-                self.start_dump(ctx);
+                // Start syncing: with the link up, the bulk request goes first and our own table
+                // is read once the bulk is in (`bulk_events`), otherwise at once; refresh dumps
+                // from then on.
                 ctx.run_later(REFRESH_MIN, |a, ctx| a.start_refresh(ctx));
                 tracing::info!(device = %self.spec.device, peer = %self.dst(), "state sync started");
                 if up {
                     self.feed(Input::LinkUp, ctx);
                 } else {
+                    self.bulk_events(ctx);
                     self.rearm(ctx);
                 }
             }
@@ -629,7 +718,7 @@ impl Handler<DumpChunkMsg> for Pfsync {
                 continue;
             };
             let input = match m.0 {
-                DumpKind::Refresh => Input::Refresh(state, self.refresh_every),
+                DumpKind::Refresh | DumpKind::CatchUp => Input::Refresh(state, self.refresh_every),
                 DumpKind::Resync => {
                     // A state the machine learned from the peer stays the peer's.
                     let id = State::compute_id(state.proto, &state.orig, state.zone);
@@ -665,8 +754,8 @@ impl Handler<DumpDoneMsg> for Pfsync {
                 None
             }
         };
-        if std::mem::take(&mut self.dump_again) {
-            self.start_dump(ctx);
+        if let Some(kind) = self.dump_again.take() {
+            self.dump(kind, ctx);
         } else if m.0 == DumpKind::Resync
             && self
                 .last_overrun
@@ -740,9 +829,14 @@ impl Handler<RxMsg> for Pfsync {
 
 impl Handler<InjectedMsg> for Pfsync {
     type Result = ();
-    fn handle(&mut self, m: InjectedMsg, _: &mut Context<Self>) {
+    fn handle(&mut self, m: InjectedMsg, ctx: &mut Context<Self>) {
         let r = m.0;
         let bad = r.upsert_errors.len();
+        let done = r.upserted + bad + r.deleted + r.delete_errors;
+        self.ops_in_flight = self.ops_in_flight.saturating_sub(done);
+        if self.new_events_off {
+            self.bulk_events(ctx);
+        }
         self.kstats.injected += r.upserted as u64;
         self.kstats.inject_errors += bad as u64;
         self.kstats.removed += r.deleted as u64;

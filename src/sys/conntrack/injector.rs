@@ -2,10 +2,12 @@
 //!
 //! The kernel does the work of a ctnetlink create inside `send` (NAT setup, hashing, building
 //! the event for listeners): a bulk of 100k entries keeps a core busy for most of a second. On
-//! threads of their own those sends neither stall the caller's event loop (ACKs, CARP, the
-//! control socket keep flowing) nor leave the second core idle. Each worker owns a netlink
-//! socket; the caller sends every operation on one state to the same worker, and a worker keeps
-//! the order it was given, so a state's create, updates and removal never overtake each other.
+//! a thread of its own those sends never stall the caller's event loop (ACKs, CARP, the control
+//! socket keep flowing). The kernel handles each request under the nfnetlink subsystem's mutex,
+//! so more than one worker adds no throughput (the pfsync actor runs one); several are supported
+//! for other callers. Each worker owns a netlink socket; the caller sends every operation on one
+//! state to the same worker, and a worker keeps the order it was given, so a state's create,
+//! updates and removal never overtake each other.
 
 use std::sync::Arc;
 
