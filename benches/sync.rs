@@ -276,7 +276,7 @@ fn pct(v: &[f64], p: f64) -> f64 {
 }
 
 /// (VmRSS, RssAnon) of `pid` in kB: the anonymous part is what grows with the states; the rest
-/// is the mapped binary and libraries (tandem's binary is ~20 MB, conntrackd's far smaller).
+/// is the mapped binary and libraries (tandem's binary is ~13 MB, conntrackd's far smaller).
 fn rss_kb(pid: u32) -> (u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| -> u64 {
@@ -286,6 +286,26 @@ fn rss_kb(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("RssAnon:"))
+}
+
+/// VmRSS (kB) of `pid` and all its descendants: the whole daemon (keepalived runs as a parent
+/// and a VRRP child).
+fn tree_rss_kb(pid: u32) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        total += rss_kb(p).0;
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                todo.extend(
+                    kids.split_whitespace()
+                        .filter_map(|k| k.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    total
 }
 
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<Duration> {
@@ -312,6 +332,9 @@ struct Results {
     failover: String,
     rss10k: ((u64, u64), (u64, u64)),
     rss100k: ((u64, u64), (u64, u64)),
+    /// VmRSS (kB) of everything doing the HA job on fw1 / fw2 at 10k states (tandem: its one
+    /// process; the peer: conntrackd plus keepalived's processes).
+    stack10k: (u64, u64),
     notes: Vec<String>,
 }
 
@@ -571,6 +594,10 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
     r.rss10k = (
         rss_kb(tandem_pid(&lab, Node::Fw1)),
         rss_kb(tandem_pid(&lab, Node::Fw2)),
+    );
+    r.stack10k = (
+        tree_rss_kb(tandem_pid(&lab, Node::Fw1)),
+        tree_rss_kb(tandem_pid(&lab, Node::Fw2)),
     );
     if next < BULK_N {
         fill(&lab, &mut next, BULK_N, fw2_count)?;
@@ -975,6 +1002,8 @@ fn run_conntrackd(r: &mut Results) -> anyhow::Result<()> {
         peer.cache_count(&lab, Node::Fw2, true)
     })?;
     r.rss10k = (rss_kb(peer.pid(Node::Fw1)), rss_kb(peer.pid(Node::Fw2)));
+    let ka = |i: usize| peer.ka.get(i).map_or(0, |c| tree_rss_kb(c.id()));
+    r.stack10k = (r.rss10k.0.0 + ka(0), r.rss10k.1.0 + ka(1));
     fill(&lab, &mut next, BULK_N, || {
         peer.cache_count(&lab, Node::Fw2, true)
     })?;
@@ -1103,6 +1132,10 @@ fn main() -> anyhow::Result<()> {
             r.rss10k.0.0, r.rss10k.1.0, r.rss10k.0.1, r.rss10k.1.1
         )
     });
+    line(
+        "RSS fw1 / fw2 at 10k states of the whole HA stack, kB (tandem: its process; peer: conntrackd + keepalived)",
+        &|r| format!("{} / {}", r.stack10k.0, r.stack10k.1),
+    );
     line("RSS fw1 / fw2 at 100k states, kB (anonymous part)", &|r| {
         format!(
             "{} / {} ({} / {})",
