@@ -17,7 +17,12 @@
 //!   (resync request), then `-c` (commit): the time counts from `-n`.
 //! - failover: 10,000 TCP sessions (10 `sessions.py` of 1,000, 10 echo servers) through fw1,
 //!   its plug pulled, sessions checked after fw2 took over.
-//! - RSS (VmRSS) of the sync daemon on both nodes at 10,000 and 100,000 states.
+//! - RSS (VmRSS) of the sync daemon on both nodes at 10,000 and 100,000 states, and of the whole
+//!   HA stack at 10,000 (tandem's one process; conntrackd plus keepalived's processes).
+//! - the kernel alone: 100,000 bench states created by one ctnetlink socket in an empty
+//!   namespace, with and without a NEW-event listener in another namespace (`-- kernel` runs only
+//!   this). All namespaces share one kernel here, and it builds conntrack events for a namespace
+//!   whenever any namespace listens: this shows what that costs a bulk in the lab.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -721,6 +726,73 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
     Ok(())
 }
 
+// ------------------------------------------------------------------ the kernel's own part
+
+/// A throwaway network namespace, deleted on drop.
+struct TempNs(String);
+
+impl TempNs {
+    fn new(tag: &str) -> anyhow::Result<TempNs> {
+        let name = format!("tbk{tag}{}", std::process::id() % 100_000);
+        let st = Command::new("ip").args(["netns", "add", &name]).status()?;
+        anyhow::ensure!(st.success(), "ip netns add {name}");
+        Ok(TempNs(name))
+    }
+}
+
+impl Drop for TempNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+/// Seconds for one ctnetlink socket to create the `n` bench states (SNAT, ESTABLISHED) in an
+/// empty namespace, with or without a NEW-event listener in another namespace. The kernel tests
+/// for event listeners per protocol, not per namespace: in the lab, fw1's daemon listening for NEW
+/// makes fw2's kernel build a NEW event for every entry tandem injects there, which two separate
+/// boxes never do (tandem leaves the NEW group while it injects a bulk).
+fn kernel_insert(n: u32, listener_elsewhere: bool) -> anyhow::Result<f64> {
+    let target = TempNs::new("t")?;
+    let other = TempNs::new("o")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let st = stop.clone();
+    let listener = in_ns(&other.0, move |rt| {
+        rt.block_on(async move {
+            let ev = listener_elsewhere.then(conntrack::subscribe).transpose()?;
+            let _ = tx.send(());
+            while !st.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            drop(ev);
+            Ok(())
+        })
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .context("listener thread")?;
+    let took = join(in_ns(&target.0, move |rt| {
+        rt.block_on(async move {
+            let ct = Conntrack::open()?;
+            let all: Vec<Entry> = (0..n).map(state).collect();
+            let t = Instant::now();
+            let failed = ct
+                .create_batch(&all)
+                .await
+                .iter()
+                .filter(|r| r.is_err())
+                .count();
+            let took = t.elapsed().as_secs_f64();
+            anyhow::ensure!(failed == 0, "{failed} creates failed");
+            Ok(took)
+        })
+    }));
+    stop.store(true, Ordering::Relaxed);
+    join(listener)?;
+    took
+}
+
 // ------------------------------------------------------------------ keepalived + conntrackd
 
 struct Peer {
@@ -1077,6 +1149,17 @@ fn main() -> anyhow::Result<()> {
         }
         rows.push((imp, r));
     }
+    // The kernel's part of a bulk, alone (no lab up, so no other listener on the machine).
+    let mut kernel_rows = Vec::new();
+    if which
+        .as_deref()
+        .is_none_or(|w| w == "sync" || w == "kernel")
+    {
+        for elsewhere in [true, false] {
+            let r = kernel_insert(BULK_N, elsewhere);
+            kernel_rows.push((elsewhere, r));
+        }
+    }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "\nstate sync, fw1 -> fw2 over em2 (load average at the end: {})",
@@ -1142,6 +1225,20 @@ fn main() -> anyhow::Result<()> {
             r.rss100k.0.0, r.rss100k.1.0, r.rss100k.0.1, r.rss100k.1.1
         )
     });
+    for (elsewhere, r) in &kernel_rows {
+        println!(
+            "- kernel alone: {BULK_N} bench states created by one ctnetlink socket in an empty namespace, {}: {}",
+            if *elsewhere {
+                "another namespace listening for NEW events (as fw1's daemon in the lab)"
+            } else {
+                "no NEW listener anywhere (as on two separate boxes)"
+            },
+            match r {
+                Ok(s) => format!("{s:.3} s"),
+                Err(e) => format!("failed: {e:#}"),
+            }
+        );
+    }
     for (imp, r) in &rows {
         for n in &r.notes {
             println!("- {imp}: {n}");

@@ -382,3 +382,74 @@ fn a_restarted_backup_keeps_the_peers_states_as_the_peers() {
     assert!(ok, "session broke across the failover: {v}");
     assert_eq!(v["missing"], 0, "{v}");
 }
+
+/// A state of fw1's that ends while fw2's daemon is down stays in fw2's kernel. After the restart
+/// fw2 must remove it (its last run wrote down which states were fw1's, and fw1's bulk no longer
+/// has it) rather than take it for its own and send it back to fw1; fw1's other state stays.
+#[test]
+fn a_peer_state_that_ended_while_the_backup_was_down_is_removed_there() {
+    let l = lab("e", default_opts());
+    settled_pair(&l);
+    let insert = |port: &str| {
+        l.run(
+            Node::Fw1,
+            &[
+                "conntrack",
+                "-I",
+                "-p",
+                "tcp",
+                "-s",
+                "192.168.1.100",
+                "-d",
+                "172.18.0.250",
+                "--sport",
+                "40001",
+                "--dport",
+                port,
+                "--state",
+                "ESTABLISHED",
+                "-u",
+                "SEEN_REPLY,ASSURED",
+                "-t",
+                "600",
+            ],
+        )
+        .unwrap();
+    };
+    let has = |fw: Node, port: u16| {
+        l.run(fw, &["conntrack", "-L"])
+            .unwrap_or_default()
+            .contains(&format!("dport={port} "))
+    };
+    insert("7777");
+    insert("7778");
+    wait_until("both states on fw2", Duration::from_secs(5), || {
+        has(Node::Fw2, 7777) && has(Node::Fw2, 7778)
+    });
+    l.stop_node(Node::Fw2, Signal::SIGTERM).unwrap();
+    l.run(
+        Node::Fw1,
+        &["conntrack", "-D", "-p", "tcp", "--dport", "7777"],
+    )
+    .unwrap();
+    assert!(
+        has(Node::Fw2, 7777),
+        "fw2's kernel lost the entry with the daemon"
+    );
+    l.start_node(Node::Fw2).unwrap();
+    wait_until(
+        "the stale state removed on fw2",
+        Duration::from_secs(10),
+        || {
+            l.ctl(Node::Fw2, "pfsync.status", json!({}))
+                .is_ok_and(|s| s["kernel"]["stale_removed"].as_u64() == Some(1))
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!has(Node::Fw2, 7777), "the ended state is still on fw2");
+    assert!(has(Node::Fw2, 7778), "fw1's live state went too");
+    assert!(
+        !has(Node::Fw1, 7777),
+        "fw2 sent the ended state back to fw1"
+    );
+}

@@ -9,8 +9,9 @@
 //!  Pfsync ──SetDemotionMsg("pfsync-bulk")──▶ supervisor (held until the boot-time bulk ends)
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use super::StopMsg;
 use crate::clock;
 use crate::proto::pfsync::{
     Action, Config as SyncConfig, DropReason, Event, Input, L4Proto, NatMap, Origin, State, Sync,
-    TcpState, TcpWindow, Tuple,
+    TcpState, TcpWindow, Tuple, remembered,
 };
 use crate::supervisor::{SetDemotionMsg, Supervisor};
 use crate::sys::conntrack::injector::{Injector, Op, Report};
@@ -83,6 +84,9 @@ pub struct KernelStats {
     pub bulk_done_unix_ms: Option<u64>,
     /// Times NEW events were switched off while a bulk was injected.
     pub new_events_paused: u64,
+    /// Entries removed after a restart: the last run knew them as the peer's, and the peer's
+    /// bulk no longer had them.
+    pub stale_removed: u64,
 }
 
 pub struct Pfsync {
@@ -118,6 +122,12 @@ pub struct Pfsync {
     /// A catch-up dump is due once no bulk is pending and the workers are idle (at start, and
     /// after NEW events were off).
     catch_up_owed: bool,
+    /// Where the peer's state ids are kept across a restart (see `remembered`).
+    state_dir: Option<PathBuf>,
+    /// The ids the last run knew as the peer's (until the first catch-up dump).
+    remembered: HashSet<u64>,
+    /// A bulk we asked for completed since start.
+    peer_bulk_done: bool,
     /// When the event queue last overran: a dump taken during a burst can miss entries that were
     /// being created, so dumps repeat until the table has been quiet for a moment.
     last_overrun: Option<std::time::Instant>,
@@ -282,6 +292,9 @@ struct DumpDoneMsg(DumpKind, Result<Duration, String>);
 /// refreshing costs at most ~2 % of a core (a dump of 100k entries takes ~0.1 s).
 const REFRESH_MIN: Duration = Duration::from_secs(5);
 
+/// In the state directory: the peer's state ids, from a clean stop to the next start.
+const REMEMBERED_FILE: &str = "pfsync-peer-states";
+
 #[derive(Message)]
 #[rtype(result = "()")]
 struct InjectedMsg(Report);
@@ -326,9 +339,69 @@ impl Pfsync {
             ops_in_flight: 0,
             bulk_was_pending: false,
             catch_up_owed: true,
+            state_dir: None,
+            remembered: HashSet::new(),
+            peer_bulk_done: false,
             last_overrun: None,
             stopping: false,
             refresh_every: REFRESH_MIN,
+        }
+    }
+
+    /// Keeps the peer's state ids in `dir` across a restart (written on a clean stop).
+    pub fn with_state_dir(mut self, dir: PathBuf) -> Pfsync {
+        self.state_dir = Some(dir);
+        self
+    }
+
+    fn remembered_path(&self) -> Option<PathBuf> {
+        self.state_dir.as_ref().map(|d| d.join(REMEMBERED_FILE))
+    }
+
+    /// Reads (and removes) the ids the last run knew as the peer's.
+    fn load_remembered(&mut self) {
+        let Some(path) = self.remembered_path() else {
+            return;
+        };
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "peer-state ids not read: {e}");
+                return;
+            }
+        };
+        let _ = std::fs::remove_file(&path);
+        match remembered::decode(&data) {
+            Ok(ids) => {
+                tracing::info!(states = ids.len(), "the last run's peer states remembered");
+                self.remembered = ids.into_iter().collect();
+            }
+            Err(e) => tracing::warn!(path = %path.display(), "peer-state ids ignored: {e}"),
+        }
+    }
+
+    /// Writes the ids of the peer's states for the next run.
+    fn save_remembered(&self) {
+        let Some(path) = self.remembered_path() else {
+            return;
+        };
+        let ids: Vec<u64> = self
+            .machine
+            .states()
+            .filter(|(_, o)| *o == Origin::Peer)
+            .map(|(s, _)| s.id)
+            .collect();
+        match crate::sys::atomic::write_atomic(
+            &path,
+            &remembered::encode(ids.iter().copied()),
+            0o600,
+        ) {
+            Ok(()) => tracing::info!(
+                states = ids.len(),
+                "peer states remembered for the next run"
+            ),
+            Err(e) => tracing::warn!(path = %path.display(), "peer-state ids not written: {e}"),
         }
     }
 
@@ -399,6 +472,7 @@ impl Pfsync {
                     self.remove(gone);
                 }
                 Action::BulkDone => {
+                    self.peer_bulk_done = true;
                     self.kstats.last_bulk_unix = Some(unix_micros() / 1_000_000);
                     self.kstats.bulk_done_unix_ms = Some(unix_micros() / 1000);
                     tracing::info!(
@@ -641,6 +715,7 @@ impl Actor for Pfsync {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.load_remembered();
         self.open(ctx);
     }
 }
@@ -717,6 +792,17 @@ impl Handler<DumpChunkMsg> for Pfsync {
             let Some(state) = entry_to_state(e) else {
                 continue;
             };
+            if m.0 == DumpKind::CatchUp && self.peer_bulk_done && !self.remembered.is_empty() {
+                // The last run had it as the peer's, and the peer's bulk did not bring it back:
+                // the peer removed it while we were down. (Without a completed bulk the peer
+                // may be gone, and its states are ours to keep.)
+                let id = State::compute_id(state.proto, &state.orig, state.zone);
+                if self.machine.state(id).is_none() && self.remembered.contains(&id) {
+                    self.kstats.stale_removed += 1;
+                    self.queue_op(id, Op::Delete(e.orig, e.zone));
+                    continue;
+                }
+            }
             let input = match m.0 {
                 DumpKind::Refresh | DumpKind::CatchUp => Input::Refresh(state, self.refresh_every),
                 DumpKind::Resync => {
@@ -764,6 +850,15 @@ impl Handler<DumpDoneMsg> for Pfsync {
             // The burst that overran may still have been running while we dumped: look again
             // once it has settled (a dump of 100k entries takes about 0.1 s).
             ctx.run_later(Duration::from_millis(500), |a, ctx| a.start_dump(ctx));
+        }
+        if m.0 == DumpKind::CatchUp && !self.remembered.is_empty() {
+            self.remembered = HashSet::new();
+            if self.kstats.stale_removed > 0 {
+                tracing::info!(
+                    states = self.kstats.stale_removed,
+                    "removed the peer's states that ended while we were down"
+                );
+            }
         }
         if m.0 == DumpKind::Refresh {
             self.refresh_every = took.map_or(REFRESH_MIN, |t| REFRESH_MIN.max(t * 50));
@@ -918,7 +1013,9 @@ impl Handler<StopMsg> for Pfsync {
     type Result = ();
     fn handle(&mut self, _: StopMsg, ctx: &mut Context<Self>) {
         self.stopping = true;
-        // Injected states stay in the kernel: they are what keeps sessions alive.
+        // Injected states stay in the kernel: they are what keeps sessions alive. Which of
+        // them are the peer's is written down for the next run.
+        self.save_remembered();
         ctx.stop();
     }
 }
