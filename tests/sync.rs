@@ -376,6 +376,38 @@ fn a_restarted_backup_keeps_the_peers_states_as_the_peers() {
     );
     let st = l.ctl(Node::Fw2, "pfsync.status", json!({})).unwrap();
     assert!(st["kernel"]["bulk_requested_unix_ms"].is_u64(), "{st}");
+    // NEW events were off while the bulk came in, and are on again: a state created on fw2 now
+    // reaches fw1 at once (not only with the next refresh dump, ≥ 5 s away).
+    assert_eq!(st["kernel"]["new_events_paused"], 1, "{st}");
+    l.run(
+        Node::Fw2,
+        &[
+            "conntrack",
+            "-I",
+            "-p",
+            "udp",
+            "-s",
+            "192.168.1.100",
+            "-d",
+            "172.18.0.250",
+            "--sport",
+            "5000",
+            "--dport",
+            "7790",
+            "-t",
+            "120",
+        ],
+    )
+    .unwrap();
+    wait_until(
+        "fw2's new state on fw1",
+        Duration::from_millis(1500),
+        || {
+            l.run(Node::Fw1, &["conntrack", "-L"])
+                .unwrap_or_default()
+                .contains("dport=7790 ")
+        },
+    );
     // And it still carries the session across a failover.
     l.pull_plug(Node::Fw1).unwrap();
     let (ok, v) = result(client);

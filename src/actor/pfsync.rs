@@ -119,6 +119,10 @@ pub struct Pfsync {
     ops_in_flight: usize,
     /// A bulk we asked for was pending at the end of the last turn.
     bulk_was_pending: bool,
+    /// States received before our pending bulk request (more: the peer's bulk is streaming).
+    received_at_request: u64,
+    /// NEW events are off and our bulk ended at: the workers get `INJECT_GRACE` to finish.
+    bulk_ended_at: Option<std::time::Instant>,
     /// A catch-up dump is due once no bulk is pending and the workers are idle (at start, and
     /// after NEW events were off).
     catch_up_owed: bool,
@@ -292,6 +296,9 @@ struct DumpDoneMsg(DumpKind, Result<Duration, String>);
 /// refreshing costs at most ~2 % of a core (a dump of 100k entries takes ~0.1 s).
 const REFRESH_MIN: Duration = Duration::from_secs(5);
 
+/// How long after our bulk ended NEW events may stay off while the workers still inject it.
+const INJECT_GRACE: Duration = Duration::from_secs(30);
+
 /// In the state directory: the peer's state ids, from a clean stop to the next start.
 const REMEMBERED_FILE: &str = "pfsync-peer-states";
 
@@ -338,6 +345,8 @@ impl Pfsync {
             new_events_off: false,
             ops_in_flight: 0,
             bulk_was_pending: false,
+            received_at_request: 0,
+            bulk_ended_at: None,
             catch_up_owed: true,
             state_dir: None,
             remembered: HashSet::new(),
@@ -547,21 +556,25 @@ impl Pfsync {
     }
 
     /// Keeps the kernel from building a NEW event for every state of the peer's bulk, and
-    /// reads our own table only once the bulk is in: the NEW event group is left from our bulk
-    /// request until BULK_END and until the workers have written everything queued by then; a
+    /// reads our own table only once the bulk is in: the NEW event group is left once the peer's
+    /// answer to our bulk request streams in (a silent peer leaves it on) until BULK_END (or the
+    /// request's timeout) and until the workers have written everything queued by then; a
     /// catch-up dump then finds the local states created meanwhile (at boot, as BACKUP, there
     /// are few). The first dump after start waits the same way, so it neither competes with the
     /// injection nor takes entries the peer is about to claim (a restart finds the peer's states
     /// still in the kernel) for local ones. Also records when the bulk was asked for.
     fn bulk_events(&mut self, ctx: &mut Context<Self>) {
         let pending = self.machine.bulk_pending();
+        let received = self.machine.stats().received_states;
         if pending && !self.bulk_was_pending {
             self.kstats.bulk_requested_unix_ms = Some(unix_micros() / 1000);
+            self.received_at_request = received;
         }
         self.bulk_was_pending = pending;
         let Some(sw) = &self.new_events else { return };
         if pending {
-            if !self.new_events_off {
+            self.bulk_ended_at = None;
+            if !self.new_events_off && received > self.received_at_request {
                 match sw.set(false) {
                     Ok(()) => {
                         self.new_events_off = true;
@@ -577,8 +590,19 @@ impl Pfsync {
             return;
         }
         if self.ops_in_flight > 0 {
-            return;
+            // A worker that stopped reporting must not keep NEW events off for good.
+            let ended = *self
+                .bulk_ended_at
+                .get_or_insert_with(std::time::Instant::now);
+            if !self.new_events_off || ended.elapsed() < INJECT_GRACE {
+                return;
+            }
+            tracing::warn!(
+                in_flight = self.ops_in_flight,
+                "injection still busy {INJECT_GRACE:?} after the bulk; NEW events on again"
+            );
         }
+        self.bulk_ended_at = None;
         if self.new_events_off {
             if let Err(e) = sw.set(true) {
                 // Tried again at the end of every turn; the periodic refresh still finds new
