@@ -126,6 +126,9 @@ pub struct Pfsync {
     /// A catch-up dump is due once no bulk is pending and the workers are idle (at start, and
     /// after NEW events were off).
     catch_up_owed: bool,
+    /// A resync (event overrun) was asked for while the catch-up was owed: the catch-up will be
+    /// a resync (before the bulk is in, an entry we do not know may be the peer's).
+    resync_owed: bool,
     /// Where the peer's state ids are kept across a restart (see `remembered`).
     state_dir: Option<PathBuf>,
     /// The ids the last run knew as the peer's (until the first catch-up dump).
@@ -348,6 +351,7 @@ impl Pfsync {
             received_at_request: 0,
             bulk_ended_at: None,
             catch_up_owed: true,
+            resync_owed: false,
             state_dir: None,
             remembered: HashSet::new(),
             peer_bulk_done: false,
@@ -614,8 +618,13 @@ impl Pfsync {
             self.new_events_off = false;
         }
         if std::mem::take(&mut self.catch_up_owed) {
-            tracing::debug!("reading the local table (catch-up dump)");
-            self.dump(DumpKind::CatchUp, ctx);
+            let kind = if std::mem::take(&mut self.resync_owed) {
+                DumpKind::Resync
+            } else {
+                DumpKind::CatchUp
+            };
+            tracing::debug!(?kind, "reading the local table after the bulk");
+            self.dump(kind, ctx);
         }
     }
 
@@ -684,6 +693,10 @@ impl Pfsync {
     }
 
     fn dump(&mut self, kind: DumpKind, ctx: &mut Context<Self>) {
+        if kind == DumpKind::Resync && self.catch_up_owed {
+            self.resync_owed = true;
+            return;
+        }
         if self.dumping {
             // A resync covers a catch-up; a periodic refresh re-schedules itself instead.
             match (self.dump_again, kind) {
@@ -816,7 +829,7 @@ impl Handler<DumpChunkMsg> for Pfsync {
             let Some(state) = entry_to_state(e) else {
                 continue;
             };
-            if m.0 == DumpKind::CatchUp && self.peer_bulk_done && !self.remembered.is_empty() {
+            if m.0 != DumpKind::Refresh && self.peer_bulk_done && !self.remembered.is_empty() {
                 // The last run had it as the peer's, and the peer's bulk did not bring it back:
                 // the peer removed it while we were down. (Without a completed bulk the peer
                 // may be gone, and its states are ours to keep.)
@@ -875,7 +888,8 @@ impl Handler<DumpDoneMsg> for Pfsync {
             // once it has settled (a dump of 100k entries takes about 0.1 s).
             ctx.run_later(Duration::from_millis(500), |a, ctx| a.start_dump(ctx));
         }
-        if m.0 == DumpKind::CatchUp && !self.remembered.is_empty() {
+        // The first read after the bulk (a catch-up, or a resync that took its place) is done.
+        if m.0 != DumpKind::Refresh && !self.catch_up_owed && !self.remembered.is_empty() {
             self.remembered = HashSet::new();
             if self.kstats.stale_removed > 0 {
                 tracing::info!(
