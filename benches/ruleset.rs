@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use nix::sched::CloneFlags;
 use serde_json::Value;
 use tandem::config::Config;
-use tandem::lab::{Lab, LabGuard, LabOptions, Node};
+use tandem::lab::{Lab, LabGuard, LabOptions, Node, TempNetns};
 use tandem::proto::nft::{self, PortRange, Proto, Ruleset};
 
 const SIZES: [usize; 2] = [1_000, 10_000];
@@ -47,22 +47,6 @@ fn rules(cfg: &Config, n: usize) -> anyhow::Result<nft::FilterSet> {
     Ok(set)
 }
 
-/// A namespace for the load, deleted on drop.
-struct Netns(String);
-impl Netns {
-    fn new() -> anyhow::Result<Netns> {
-        let name = format!("brs{}", std::process::id() % 100_000);
-        let st = Command::new("ip").args(["netns", "add", &name]).status()?;
-        anyhow::ensure!(st.success(), "ip netns add {name}");
-        Ok(Netns(name))
-    }
-}
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 /// Load `rs` from a thread inside `ns` (the `nft` child inherits the thread's namespace).
 fn load_in(ns: &str, rs: Ruleset) -> anyhow::Result<Duration> {
     let path = format!("/run/netns/{ns}");
@@ -83,7 +67,7 @@ type LoadRow = (usize, usize, f64, f64, f64);
 fn render_load() -> anyhow::Result<Vec<LoadRow>> {
     let cfg = config("carp-master.xml")?;
     let view = nft::convert::view(&cfg);
-    let ns = Netns::new()?;
+    let ns = TempNetns::new(&format!("brs{}", std::process::id() % 100_000))?;
     let mut rows = Vec::new();
     for n in SIZES {
         let set = rules(&cfg, n)?;

@@ -39,7 +39,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use tandem::lab::demo::wait_carp;
-use tandem::lab::{Lab, LabGuard, LabOptions, Node};
+use tandem::lab::{Lab, LabGuard, LabOptions, Node, TempNetns};
 use tandem::sys::conntrack::{self, Conntrack, Entry, Event, Tuple, status_bits, tcp_state};
 
 const LAG_N: u32 = 1000;
@@ -728,34 +728,15 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
 
 // ------------------------------------------------------------------ the kernel's own part
 
-/// A throwaway network namespace, deleted on drop.
-struct TempNs(String);
-
-impl TempNs {
-    fn new(tag: &str) -> anyhow::Result<TempNs> {
-        let name = format!("tbk{tag}{}", std::process::id() % 100_000);
-        let st = Command::new("ip").args(["netns", "add", &name]).status()?;
-        anyhow::ensure!(st.success(), "ip netns add {name}");
-        Ok(TempNs(name))
-    }
-}
-
-impl Drop for TempNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
-}
-
 /// Seconds for one ctnetlink socket to create the `n` bench states (SNAT, ESTABLISHED) in an
 /// empty namespace, with or without a NEW-event listener in another namespace. The kernel tests
 /// for event listeners per protocol, not per namespace: in the lab, fw1's daemon listening for NEW
 /// makes fw2's kernel build a NEW event for every entry tandem injects there, which two separate
 /// boxes never do (tandem leaves the NEW group while it injects a bulk).
 fn kernel_insert(n: u32, listener_elsewhere: bool) -> anyhow::Result<f64> {
-    let target = TempNs::new("t")?;
-    let other = TempNs::new("o")?;
+    let pid = std::process::id() % 100_000;
+    let target = TempNetns::new(&format!("tbkt{pid}"))?;
+    let other = TempNetns::new(&format!("tbko{pid}"))?;
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let st = stop.clone();

@@ -832,6 +832,23 @@ pub fn netns_pids(ns: &str) -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// A network namespace of its own for a measurement or a test, deleted on drop.
+pub struct TempNetns(pub String);
+
+impl TempNetns {
+    /// Creates namespace `name` (callers make it unique, e.g. with their pid).
+    pub fn new(name: &str) -> anyhow::Result<TempNetns> {
+        netns_add(name)?;
+        Ok(TempNetns(name.to_string()))
+    }
+}
+
+impl Drop for TempNetns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.0]);
+    }
+}
+
 /// `ip netns add`, retried: concurrent first uses of /run/netns can race in iproute2.
 fn netns_add(ns: &str) -> anyhow::Result<()> {
     let mut last = None;
