@@ -281,7 +281,7 @@ fn pct(v: &[f64], p: f64) -> f64 {
 }
 
 /// (VmRSS, RssAnon) of `pid` in kB: the anonymous part is what grows with the states; the rest
-/// is the mapped binary and libraries (tandem's binary is ~13 MB, conntrackd's far smaller).
+/// is the mapped binary and libraries (tandem's binary is ~15 MB, conntrackd's far smaller).
 fn rss_kb(pid: u32) -> (u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| -> u64 {
