@@ -77,7 +77,6 @@ pub struct KernelStats {
     pub bad_ttl: u64,
     pub send_errors: u64,
     pub last_error: Option<String>,
-    pub last_bulk_unix: Option<u64>,
     /// When we last asked the peer for a bulk (Unix ms; the first request of a wait).
     pub bulk_requested_unix_ms: Option<u64>,
     /// When the last bulk we asked for was complete in our table (Unix ms; BULK_END).
@@ -96,8 +95,8 @@ pub struct Pfsync {
     nl: rtnetlink::Handle,
     /// Writes peer states into the kernel on worker threads.
     injector: Option<Injector>,
-    /// Operations per worker waiting for the end of the current turn.
-    pending_ops: Vec<Vec<Op>>,
+    /// Kernel writes waiting for the end of the current turn.
+    pending_ops: Vec<Op>,
     sock: Option<Rc<RawIp>>,
     /// Messages to the sender task.
     tx: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
@@ -470,9 +469,7 @@ impl Pfsync {
         for a in actions {
             match a {
                 Action::Send(bytes) => self.send(bytes),
-                Action::Inject(state) => {
-                    self.queue_op(state.id, Op::Upsert(state_to_entry(&state)))
-                }
+                Action::Inject(state) => self.queue_op(Op::Upsert(state_to_entry(&state))),
                 Action::Remove(state) => self.remove(vec![state]),
                 Action::ClearPeer(creator) => {
                     let gone: Vec<State> = self
@@ -486,7 +483,6 @@ impl Pfsync {
                 }
                 Action::BulkDone => {
                     self.peer_bulk_done = true;
-                    self.kstats.last_bulk_unix = Some(unix_micros() / 1_000_000);
                     self.kstats.bulk_done_unix_ms = Some(unix_micros() / 1000);
                     tracing::info!(
                         states = self.machine.len(),
@@ -539,23 +535,18 @@ impl Pfsync {
         self.tx = Some(tx);
     }
 
-    /// Queues a kernel write for the worker of state `id` (sent at the end of the turn).
-    fn queue_op(&mut self, id: u64, op: Op) {
-        let Some(inj) = &self.injector else { return };
-        let w = inj.worker_for(id);
-        if self.pending_ops.len() < inj.workers() {
-            self.pending_ops.resize_with(inj.workers(), Vec::new);
+    /// Queues a kernel write (handed to the worker at the end of the turn).
+    fn queue_op(&mut self, op: Op) {
+        if self.injector.is_some() {
+            self.pending_ops.push(op);
         }
-        self.pending_ops[w].push(op);
     }
 
     fn submit_ops(&mut self) {
         let Some(inj) = &self.injector else { return };
-        for (w, ops) in self.pending_ops.iter_mut().enumerate() {
-            if !ops.is_empty() {
-                self.ops_in_flight += ops.len();
-                inj.submit(w, std::mem::take(ops));
-            }
+        if !self.pending_ops.is_empty() {
+            self.ops_in_flight += self.pending_ops.len();
+            inj.submit(std::mem::take(&mut self.pending_ops));
         }
     }
 
@@ -630,7 +621,7 @@ impl Pfsync {
 
     fn remove(&mut self, states: Vec<State>) {
         for s in &states {
-            self.queue_op(s.id, Op::Delete(from_tuple(&s.orig, s.proto), s.zone));
+            self.queue_op(Op::Delete(from_tuple(&s.orig, s.proto), s.zone));
         }
     }
 
@@ -644,20 +635,14 @@ impl Pfsync {
                     .await
                     .map_err(|e| format!("looking up {}: {e}", spec.device))?
                     .ok_or_else(|| format!("sync device {} does not exist", spec.device))?;
-                // One worker: the kernel runs every ctnetlink create/update under one mutex (the
-                // nfnetlink subsystem lock), so a second worker only spun on it (a quarter of
-                // fw2's CPU during a 100k bulk, by perf) and no bulk got faster.
-                let workers = 1;
                 let report_to = addr.clone();
-                let injector = Injector::start(
-                    workers,
-                    Arc::new(move |r: Report| report_to.do_send(InjectedMsg(r))),
-                )
-                .await
-                .map_err(|e| format!("ctnetlink: {e}"))?;
+                let injector =
+                    Injector::start(Arc::new(move |r: Report| report_to.do_send(InjectedMsg(r))))
+                        .await
+                        .map_err(|e| format!("ctnetlink: {e}"))?;
                 let mut events =
                     conntrack::subscribe().map_err(|e| format!("ctnetlink events: {e}"))?;
-                events.ignore_portids(injector.portids());
+                events.ignore_portid(injector.portid());
                 let group = match spec.peer {
                     None => Some(MCAST),
                     Some(_) => None,
@@ -836,7 +821,7 @@ impl Handler<DumpChunkMsg> for Pfsync {
                 let id = State::compute_id(state.proto, &state.orig, state.zone);
                 if self.machine.state(id).is_none() && self.remembered.contains(&id) {
                     self.kstats.stale_removed += 1;
-                    self.queue_op(id, Op::Delete(e.orig, e.zone));
+                    self.queue_op(Op::Delete(e.orig, e.zone));
                     continue;
                 }
             }
@@ -978,7 +963,6 @@ impl Handler<InjectedMsg> for Pfsync {
             tracing::warn!(
                 failed = bad,
                 of = bad + r.upserted,
-                worker = r.worker,
                 "injecting peer states failed, e.g. {first}"
             );
             self.kstats.last_error = Some(first.clone());

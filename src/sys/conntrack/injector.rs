@@ -1,13 +1,12 @@
-//! Worker threads that write entries into the kernel's table.
+//! A worker thread that writes entries into the kernel's table.
 //!
 //! The kernel does the work of a ctnetlink create inside `send` (NAT setup, hashing, building
 //! the event for listeners): a bulk of 100k entries keeps a core busy for most of a second. On
 //! a thread of its own those sends never stall the caller's event loop (ACKs, CARP, the control
-//! socket keep flowing). The kernel handles each request under the nfnetlink subsystem's mutex,
-//! so more than one worker adds no throughput (the pfsync actor runs one); several are supported
-//! for other callers. Each worker owns a netlink socket; the caller sends every operation on one
-//! state to the same worker, and a worker keeps the order it was given, so a state's create,
-//! updates and removal never overtake each other.
+//! socket keep flowing). One worker: the kernel handles every ctnetlink write under the
+//! nfnetlink subsystem's mutex, so a second one only spun on it (a quarter of fw2's CPU during a
+//! 100k bulk, by perf) and no bulk got faster. The worker owns a netlink socket and keeps the
+//! order it was given, so a state's create, updates and removal never overtake each other.
 
 use std::sync::Arc;
 
@@ -24,76 +23,52 @@ pub enum Op {
     Delete(Tuple, u16),
 }
 
-/// What one round of a worker did (sent to the report callback).
+/// What one round of the worker did (sent to the report callback).
 #[derive(Clone, Debug, Default)]
 pub struct Report {
-    pub worker: usize,
     pub upserted: usize,
     pub upsert_errors: Vec<String>,
     pub deleted: usize,
     pub delete_errors: usize,
 }
 
-/// Most operations a worker takes into one round (it merges what queued up meanwhile).
+/// Most operations the worker takes into one round (it merges what queued up meanwhile).
 const MAX_ROUND: usize = 16_384;
 
 pub struct Injector {
-    workers: Vec<mpsc::UnboundedSender<Vec<Op>>>,
-    portids: Vec<u32>,
+    tx: mpsc::UnboundedSender<Vec<Op>>,
+    portid: u32,
 }
 
 impl Injector {
-    /// Starts `n` (at least 1) workers in the calling thread's network namespace; `report` is
-    /// called from the worker threads after every round.
-    pub async fn start(
-        n: usize,
-        report: Arc<dyn Fn(Report) + Send + Sync>,
-    ) -> std::io::Result<Injector> {
-        let mut workers = Vec::new();
-        let mut portids = Vec::new();
-        for i in 0..n.max(1) {
-            let (tx, rx) = mpsc::unbounded_channel::<Vec<Op>>();
-            let (ready_tx, ready_rx) = oneshot::channel::<std::io::Result<u32>>();
-            let report = report.clone();
-            std::thread::Builder::new()
-                .name(format!("ct-inject-{i}"))
-                .spawn(move || worker(i, rx, ready_tx, report))?;
-            let portid = ready_rx
-                .await
-                .map_err(|_| std::io::Error::other("injection worker died at start"))??;
-            workers.push(tx);
-            portids.push(portid);
-        }
-        Ok(Injector { workers, portids })
+    /// Starts the worker in the calling thread's network namespace; `report` is called from the
+    /// worker thread after every round.
+    pub async fn start(report: Arc<dyn Fn(Report) + Send + Sync>) -> std::io::Result<Injector> {
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<Op>>();
+        let (ready_tx, ready_rx) = oneshot::channel::<std::io::Result<u32>>();
+        std::thread::Builder::new()
+            .name("ct-inject".into())
+            .spawn(move || worker(rx, ready_tx, report))?;
+        let portid = ready_rx
+            .await
+            .map_err(|_| std::io::Error::other("injection worker died at start"))??;
+        Ok(Injector { tx, portid })
     }
 
-    /// The netlink ports of the workers (events they cause carry these).
-    pub fn portids(&self) -> &[u32] {
-        &self.portids
+    /// The worker's netlink port (events it causes carry it).
+    pub fn portid(&self) -> u32 {
+        self.portid
     }
 
-    pub fn workers(&self) -> usize {
-        self.workers.len()
-    }
-
-    /// The worker that handles the state with this key.
-    pub fn worker_for(&self, key: u64) -> usize {
-        (key % self.workers.len().max(1) as u64) as usize
-    }
-
-    /// Queues `ops` on `worker` (in order, after what it was given before).
-    pub fn submit(&self, worker: usize, ops: Vec<Op>) {
-        if ops.is_empty() {
-            return;
-        }
-        if let Some(tx) = self.workers.get(worker) {
-            let _ = tx.send(ops);
+    /// Queues `ops` (in order, after what the worker was given before).
+    pub fn submit(&self, ops: Vec<Op>) {
+        if !ops.is_empty() {
+            let _ = self.tx.send(ops);
         }
     }
 }
 
 fn worker(
-    index: usize,
     mut rx: mpsc::UnboundedReceiver<Vec<Op>>,
     ready: oneshot::Sender<std::io::Result<u32>>,
     report: Arc<dyn Fn(Report) + Send + Sync>,
@@ -127,10 +102,7 @@ fn worker(
                     Err(_) => break,
                 }
             }
-            let mut rep = Report {
-                worker: index,
-                ..Report::default()
-            };
+            let mut rep = Report::default();
             let mut ops = ops.into_iter().peekable();
             while let Some(op) = ops.next() {
                 match op {
