@@ -600,6 +600,13 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
         rss_kb(tandem_pid(&lab, Node::Fw1)),
         rss_kb(tandem_pid(&lab, Node::Fw2)),
     );
+    if let Ok(dir) = std::env::var("SYNC_BENCH_SMAPS") {
+        // Where the resident pages are, per mapping (diagnostics for the RSS row).
+        for (fw, name) in [(Node::Fw1, "fw1"), (Node::Fw2, "fw2")] {
+            let from = format!("/proc/{}/smaps", tandem_pid(&lab, fw));
+            let _ = std::fs::copy(from, format!("{dir}/smaps-{name}"));
+        }
+    }
     r.stack10k = (
         tree_rss_kb(tandem_pid(&lab, Node::Fw1)),
         tree_rss_kb(tandem_pid(&lab, Node::Fw2)),
