@@ -235,9 +235,7 @@ impl Supervisor {
             child.addr.do_send(StopMsg);
         }
         if let Some(spec) = wanted {
-            let addr = Pfsync::new(spec.clone(), ctx.address(), self.nl.clone())
-                .with_state_dir(self.boot.state_dir.clone())
-                .start();
+            let addr = Pfsync::new(spec.clone(), ctx.address(), self.nl.clone()).start();
             self.pfsync = Some((spec, Child::new("pfsync".into(), addr)));
         }
     }
@@ -389,10 +387,8 @@ impl Supervisor {
         }
         let me = ctx.address();
         if let Some((spec, child)) = self.pfsync.as_mut() {
-            let (s, n, d) = (spec.clone(), nl.clone(), self.boot.state_dir.clone());
-            child.check(now, &bus, move || {
-                Pfsync::new(s, me, n).with_state_dir(d).start()
-            });
+            let (s, n) = (spec.clone(), nl.clone());
+            child.check(now, &bus, move || Pfsync::new(s, me, n).start());
         }
         let (hooks, total) = (self.hooks.clone(), self.demotion.total());
         for (spec, child) in self.carps.values_mut() {

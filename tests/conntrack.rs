@@ -590,16 +590,81 @@ fn new_events_switch_off_and_on() {
     });
 }
 
+/// Labels: silently dropped while no rule uses `ct label` (the kernel gives entries no room for
+/// them); kept once the state sync's label table is loaded (read back by a dump, left alone by
+/// an update and by reloading the table).
+#[test]
+fn labels_are_kept_once_the_label_table_is_loaded() {
+    let ns = Netns::new("lbl");
+    // A label rule in another namespace changes nothing here (the kernel counts per namespace).
+    let other = Netns::new("lbo");
+    other.block(|| async {
+        tandem::sys::nft::load(&tandem::proto::nft::pfsync_labels()).expect("label table loads");
+    });
+    let peer = 1u128 << tandem::proto::nft::PEER_LABEL_BIT;
+    ns.block(move || async move {
+        let ct = Conntrack::open().expect("open");
+        let early = Entry {
+            labels: peer,
+            ..tcp_established(ports(6, "10.0.0.1", 40001, "10.0.0.2", 22))
+        };
+        ct.create(&early)
+            .await
+            .expect("create without a label rule");
+        tandem::sys::nft::load(&tandem::proto::nft::pfsync_labels()).expect("label table loads");
+        let labeled = Entry {
+            labels: peer,
+            ..tcp_established(ports(6, "10.0.0.1", 40002, "10.0.0.2", 22))
+        };
+        ct.create(&labeled).await.expect("create with the label");
+        // Loading the table again (a restart) keeps the labels usable.
+        tandem::sys::nft::load(&tandem::proto::nft::pfsync_labels()).expect("reload");
+        ct.update(&Entry {
+            timeout: 1200,
+            ..labeled.clone()
+        })
+        .await
+        .expect("update");
+        let dump = ct.dump().await.expect("dump");
+        assert_eq!(find(&dump, &labeled.orig).labels, peer);
+        assert_eq!(find(&dump, &early.orig).labels, 0);
+    });
+}
+
 #[test]
 fn malformed_messages_error_and_never_panic() {
     let mut w = Writer::new();
     w.create(&snat_entry(), 1);
     w.create(&tcp_established(ports(6, "fd00::1", 1, "fd00::2", 2)), 2);
+    w.create(
+        &Entry {
+            labels: 1 << 127 | 5,
+            ..entry(ports(17, "10.0.0.1", 1, "10.0.0.2", 2))
+        },
+        3,
+    );
     let buf = w.buf.clone();
     // The whole buffer decodes (a create message has the same attribute layout as an event).
     let mut out = VecDeque::new();
     assert_eq!(decode_events(&buf, None, &mut out), 0);
-    assert_eq!(out.len(), 2);
+    assert_eq!(out.len(), 3);
+    match &out[2] {
+        Event::New(e) => assert_eq!(e.labels, 1 << 127 | 5),
+        other => panic!("{other:?}"),
+    }
+    // A labels attribute of a length the kernel never sends is an error.
+    let third = codec::messages(&buf)
+        .nth(2)
+        .expect("msg")
+        .expect("ok")
+        .payload;
+    let at = third
+        .windows(4)
+        .position(|w| w == [20, 0, 22, 0])
+        .expect("CTA_LABELS, 16 bytes");
+    let mut odd = third.to_vec();
+    odd[at] = 19; // 15 bytes
+    assert!(codec::parse_entry(&odd).is_err());
     let first = codec::messages(&buf).next().expect("msg").expect("ok");
     let payload = first.payload;
     let e = codec::parse_entry(payload).expect("full payload decodes");

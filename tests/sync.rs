@@ -415,9 +415,10 @@ fn a_restarted_backup_keeps_the_peers_states_as_the_peers() {
     assert_eq!(v["missing"], 0, "{v}");
 }
 
-/// A state of fw1's that ends while fw2's daemon is down stays in fw2's kernel. After the restart
-/// fw2 must remove it (its last run wrote down which states were fw1's, and fw1's bulk no longer
-/// has it) rather than take it for its own and send it back to fw1; fw1's other state stays.
+/// A state of fw1's that ends while fw2's daemon is down (killed: a crash, nothing written at
+/// the end) stays in fw2's kernel. After the restart fw2 must remove it (it carries the peer
+/// label, and fw1's bulk no longer has it) rather than take it for its own and send it back to
+/// fw1; fw1's other state stays.
 #[test]
 fn a_peer_state_that_ended_while_the_backup_was_down_is_removed_there() {
     let l = lab("e", default_opts());
@@ -458,7 +459,10 @@ fn a_peer_state_that_ended_while_the_backup_was_down_is_removed_there() {
     wait_until("both states on fw2", Duration::from_secs(5), || {
         has(Node::Fw2, 7777) && has(Node::Fw2, 7778)
     });
-    l.stop_node(Node::Fw2, Signal::SIGTERM).unwrap();
+    let st = l.ctl(Node::Fw2, "pfsync.status", json!({})).unwrap();
+    assert_eq!(st["kernel"]["peer_label"], true, "{st}");
+    // A crash: nothing is written at the end; the peer label in the kernel is all there is.
+    l.stop_node(Node::Fw2, Signal::SIGKILL).unwrap();
     l.run(
         Node::Fw1,
         &["conntrack", "-D", "-p", "tcp", "--dport", "7777"],

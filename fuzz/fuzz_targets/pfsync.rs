@@ -1,19 +1,19 @@
 #![no_main]
 //! State-sync messages from the wire, with and without a key. Nothing may panic, whatever parses
 //! must re-emit to an equal `Repr` (unknown sections are dropped on re-emit), and the sync
-//! machine must take any input without panicking. The same bytes also go to the decoder of the
-//! peer-state file kept across restarts.
+//! machine must take any input without panicking. The same bytes also go to the ctnetlink
+//! decoders (kernel entries and events, labels included): an error, never a panic.
 use libfuzzer_sys::fuzz_target;
 use tandem::proto::Instant;
-use tandem::proto::pfsync::{Config, Input, Sync, remembered};
+use tandem::proto::pfsync::{Config, Input, Sync};
+use tandem::sys::conntrack::{codec, decode_events};
 use tandem::wire::pfsync;
 
 fuzz_target!(|data: &[u8]| {
     let _ = pfsync::parse(data, Some(b"fuzz-key"));
-    // The peer-state file read at start: refused or decoded, never a panic; decoded re-encodes.
-    if let Ok(ids) = remembered::decode(data) {
-        assert_eq!(remembered::encode(ids.iter().copied()), data);
-    }
+    let _ = codec::parse_entry(data);
+    let mut events = std::collections::VecDeque::new();
+    let _ = decode_events(data, None, &mut events);
     if let Ok(packet) = pfsync::Packet::new_checked(data) {
         let _ = (packet.version(), packet.flags(), packet.node_id(), packet.epoch(), packet.seq());
         let _ = (packet.mac(), packet.payload().len(), packet.verify_mac(None));

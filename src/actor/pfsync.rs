@@ -9,9 +9,8 @@
 //!  Pfsync ──SetDemotionMsg("pfsync-bulk")──▶ supervisor (held until the boot-time bulk ends)
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use super::StopMsg;
 use crate::clock;
 use crate::proto::pfsync::{
     Action, Config as SyncConfig, DropReason, Event, Input, L4Proto, NatMap, Origin, State, Sync,
-    TcpState, TcpWindow, Tuple, remembered,
+    TcpState, TcpWindow, Tuple,
 };
 use crate::supervisor::{SetDemotionMsg, Supervisor};
 use crate::sys::conntrack::injector::{Injector, Op, Report};
@@ -83,9 +82,12 @@ pub struct KernelStats {
     pub bulk_done_unix_ms: Option<u64>,
     /// Times NEW events were switched off while a bulk was injected.
     pub new_events_paused: u64,
-    /// Entries removed after a restart: the last run knew them as the peer's, and the peer's
-    /// bulk no longer had them.
+    /// Entries removed because they carry the peer label and the peer no longer has them (after
+    /// a restart of ours: it ended while we were down).
     pub stale_removed: u64,
+    /// Peer states are written with the peer label (`ct label 127`): the label table (which
+    /// makes the kernel keep labels) loaded at start.
+    pub peer_label: bool,
 }
 
 pub struct Pfsync {
@@ -128,10 +130,8 @@ pub struct Pfsync {
     /// A resync (event overrun) was asked for while the catch-up was owed: the catch-up will be
     /// a resync (before the bulk is in, an entry we do not know may be the peer's).
     resync_owed: bool,
-    /// Where the peer's state ids are kept across a restart (see `remembered`).
-    state_dir: Option<PathBuf>,
-    /// The ids the last run knew as the peer's (until the first catch-up dump).
-    remembered: HashSet<u64>,
+    /// Entries the running dump found stale (see `KernelStats::stale_removed`).
+    stale_this_dump: u64,
     /// A bulk we asked for completed since start.
     peer_bulk_done: bool,
     /// When the event queue last overran: a dump taken during a burst can miss entries that were
@@ -261,12 +261,24 @@ pub fn state_to_entry(s: &State) -> Entry {
         mark: s.mark,
         zone: s.zone,
         id: None,
+        labels: 0,
     }
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct OpenedMsg(Result<(Injector, conntrack::EventStream, RawIp, u32, bool), String>);
+struct OpenedMsg(Result<Opened, String>);
+
+/// What `open` set up.
+struct Opened {
+    injector: Injector,
+    events: conntrack::EventStream,
+    sock: RawIp,
+    ifindex: u32,
+    link_up: bool,
+    /// The label table is loaded: peer states can carry the peer label.
+    labels: bool,
+}
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -301,8 +313,8 @@ const REFRESH_MIN: Duration = Duration::from_secs(5);
 /// How long after our bulk ended NEW events may stay off while the workers still inject it.
 const INJECT_GRACE: Duration = Duration::from_secs(30);
 
-/// In the state directory: the peer's state ids, from a clean stop to the next start.
-const REMEMBERED_FILE: &str = "pfsync-peer-states";
+/// What the peer label is in `Entry::labels`.
+const PEER_LABEL: u128 = 1 << crate::proto::nft::PEER_LABEL_BIT;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -351,69 +363,11 @@ impl Pfsync {
             bulk_ended_at: None,
             catch_up_owed: true,
             resync_owed: false,
-            state_dir: None,
-            remembered: HashSet::new(),
+            stale_this_dump: 0,
             peer_bulk_done: false,
             last_overrun: None,
             stopping: false,
             refresh_every: REFRESH_MIN,
-        }
-    }
-
-    /// Keeps the peer's state ids in `dir` across a restart (written on a clean stop).
-    pub fn with_state_dir(mut self, dir: PathBuf) -> Pfsync {
-        self.state_dir = Some(dir);
-        self
-    }
-
-    fn remembered_path(&self) -> Option<PathBuf> {
-        self.state_dir.as_ref().map(|d| d.join(REMEMBERED_FILE))
-    }
-
-    /// Reads (and removes) the ids the last run knew as the peer's.
-    fn load_remembered(&mut self) {
-        let Some(path) = self.remembered_path() else {
-            return;
-        };
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "peer-state ids not read: {e}");
-                return;
-            }
-        };
-        let _ = std::fs::remove_file(&path);
-        match remembered::decode(&data) {
-            Ok(ids) => {
-                tracing::info!(states = ids.len(), "the last run's peer states remembered");
-                self.remembered = ids.into_iter().collect();
-            }
-            Err(e) => tracing::warn!(path = %path.display(), "peer-state ids ignored: {e}"),
-        }
-    }
-
-    /// Writes the ids of the peer's states for the next run.
-    fn save_remembered(&self) {
-        let Some(path) = self.remembered_path() else {
-            return;
-        };
-        let ids: Vec<u64> = self
-            .machine
-            .states()
-            .filter(|(_, o)| *o == Origin::Peer)
-            .map(|(s, _)| s.id)
-            .collect();
-        match crate::sys::atomic::write_atomic(
-            &path,
-            &remembered::encode(ids.iter().copied()),
-            0o600,
-        ) {
-            Ok(()) => tracing::info!(
-                states = ids.len(),
-                "peer states remembered for the next run"
-            ),
-            Err(e) => tracing::warn!(path = %path.display(), "peer-state ids not written: {e}"),
         }
     }
 
@@ -469,7 +423,13 @@ impl Pfsync {
         for a in actions {
             match a {
                 Action::Send(bytes) => self.send(bytes),
-                Action::Inject(state) => self.queue_op(Op::Upsert(state_to_entry(&state))),
+                Action::Inject(state) => {
+                    let mut e = state_to_entry(&state);
+                    if self.kstats.peer_label {
+                        e.labels = PEER_LABEL;
+                    }
+                    self.queue_op(Op::Upsert(e));
+                }
                 Action::Remove(state) => self.remove(vec![state]),
                 Action::ClearPeer(creator) => {
                     let gone: Vec<State> = self
@@ -635,6 +595,26 @@ impl Pfsync {
                     .await
                     .map_err(|e| format!("looking up {}: {e}", spec.device))?
                     .ok_or_else(|| format!("sync device {} does not exist", spec.device))?;
+                // Labels first: the kernel gives an entry room for labels only if a rule uses
+                // them when the entry is created.
+                let labels = match tokio::task::spawn_blocking(|| {
+                    crate::sys::nft::load(&crate::proto::nft::pfsync_labels())
+                })
+                .await
+                {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        tracing::warn!(
+                            "peer states will not carry the peer label ({e}): a restarted daemon \
+                             may take the peer's ended states for its own"
+                        );
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!("loading the label table: {e}");
+                        false
+                    }
+                };
                 let report_to = addr.clone();
                 let injector =
                     Injector::start(Arc::new(move |r: Report| report_to.do_send(InjectedMsg(r))))
@@ -649,7 +629,14 @@ impl Pfsync {
                 };
                 let sock = RawIp::open_v4(PROTO, &spec.device, link.index, group)
                     .map_err(|e| format!("sync socket on {}: {e}", spec.device))?;
-                Ok((injector, events, sock, link.index, link.is_up()))
+                Ok(Opened {
+                    injector,
+                    events,
+                    sock,
+                    ifindex: link.index,
+                    link_up: link.is_up(),
+                    labels,
+                })
             }
             .await;
             addr.do_send(OpenedMsg(r));
@@ -737,7 +724,6 @@ impl Actor for Pfsync {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.load_remembered();
         self.open(ctx);
     }
 }
@@ -746,7 +732,15 @@ impl Handler<OpenedMsg> for Pfsync {
     type Result = ();
     fn handle(&mut self, m: OpenedMsg, ctx: &mut Context<Self>) {
         match m.0 {
-            Ok((injector, events, sock, ifindex, up)) => {
+            Ok(Opened {
+                injector,
+                events,
+                sock,
+                ifindex,
+                link_up: up,
+                labels,
+            }) => {
+                self.kstats.peer_label = labels;
                 let sock = Rc::new(sock);
                 self.new_events = Some(events.new_events());
                 self.ifindex = Some(ifindex);
@@ -814,13 +808,17 @@ impl Handler<DumpChunkMsg> for Pfsync {
             let Some(state) = entry_to_state(e) else {
                 continue;
             };
-            if m.0 != DumpKind::Refresh && self.peer_bulk_done && !self.remembered.is_empty() {
-                // The last run had it as the peer's, and the peer's bulk did not bring it back:
-                // the peer removed it while we were down. (Without a completed bulk the peer
-                // may be gone, and its states are ours to keep.)
+            if e.labels & PEER_LABEL != 0 && self.peer_bulk_done {
+                // We wrote it for the peer, and the peer no longer has it: it ended while we
+                // were down (the peer's bulk did not bring it back), or its removal is on the
+                // way. It is never taken for ours. (Without a completed bulk the peer may be
+                // gone, and its states are ours to carry.)
                 let id = State::compute_id(state.proto, &state.orig, state.zone);
-                if self.machine.state(id).is_none() && self.remembered.contains(&id) {
-                    self.kstats.stale_removed += 1;
+                if self.machine.state(id).is_none() {
+                    if m.0 != DumpKind::Refresh {
+                        self.kstats.stale_removed += 1;
+                        self.stale_this_dump += 1;
+                    }
                     self.queue_op(Op::Delete(e.orig, e.zone));
                     continue;
                 }
@@ -873,15 +871,13 @@ impl Handler<DumpDoneMsg> for Pfsync {
             // once it has settled (a dump of 100k entries takes about 0.1 s).
             ctx.run_later(Duration::from_millis(500), |a, ctx| a.start_dump(ctx));
         }
-        // The first read after the bulk (a catch-up, or a resync that took its place) is done.
-        if m.0 != DumpKind::Refresh && !self.catch_up_owed && !self.remembered.is_empty() {
-            self.remembered = HashSet::new();
-            if self.kstats.stale_removed > 0 {
-                tracing::info!(
-                    states = self.kstats.stale_removed,
-                    "removed the peer's states that ended while we were down"
-                );
-            }
+        if self.stale_this_dump > 0 {
+            tracing::info!(
+                states = self.stale_this_dump,
+                "removed states written for the peer that the peer no longer has (they ended \
+                 while we were down)"
+            );
+            self.stale_this_dump = 0;
         }
         if m.0 == DumpKind::Refresh {
             self.refresh_every = took.map_or(REFRESH_MIN, |t| REFRESH_MIN.max(t * 50));
@@ -1035,9 +1031,8 @@ impl Handler<StopMsg> for Pfsync {
     type Result = ();
     fn handle(&mut self, _: StopMsg, ctx: &mut Context<Self>) {
         self.stopping = true;
-        // Injected states stay in the kernel: they are what keeps sessions alive. Which of
-        // them are the peer's is written down for the next run.
-        self.save_remembered();
+        // Injected states stay in the kernel: they are what keeps sessions alive. The peer
+        // label on them tells the next run which are the peer's.
         ctx.stop();
     }
 }

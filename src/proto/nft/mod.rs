@@ -62,6 +62,27 @@ pub const FILTER_TABLE: &str = "tandem_filter";
 /// Name of the NAT tables (families `ip` and `ip6`).
 pub const NAT_TABLE: &str = "tandem_nat";
 
+/// Name of the state sync's table (family `inet`): it only keeps conntrack labels on.
+pub const PFSYNC_TABLE: &str = "tandem_pfsync";
+/// The conntrack label the state sync puts on every entry it writes for the peer, so a
+/// restarted daemon (after a clean stop or a crash alike) tells the peer's states from its own.
+pub const PEER_LABEL_BIT: u32 = 127;
+
+/// The state sync's table. The kernel keeps conntrack labels in a namespace only while a rule
+/// there uses `ct label`; this one does, in a chain no hook calls (it never sees a packet).
+pub fn pfsync_labels() -> Ruleset {
+    let t = TableId {
+        family: "inet",
+        name: PFSYNC_TABLE,
+    };
+    Ruleset {
+        owned: vec![t],
+        text: format!(
+            "table {t} {{\n\tchain peer_states {{\n\t\tct label {PEER_LABEL_BIT} counter comment \"entries the state sync wrote for the peer (never hooked: it keeps labels on)\"\n\t}}\n}}\n"
+        ),
+    }
+}
+
 /// A table tandem owns: it is deleted and recreated by every load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TableId {

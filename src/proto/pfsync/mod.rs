@@ -58,7 +58,6 @@ use std::time::Duration;
 pub use crate::wire::pfsync::{L4Proto, NatMap, State, TcpState, TcpWindow, Tuple};
 
 mod machine;
-pub mod remembered;
 mod stats;
 
 #[cfg(test)]

@@ -57,6 +57,7 @@ const CTA_MARK: u16 = 8;
 const CTA_ID: u16 = 12;
 const CTA_NAT_DST: u16 = 13;
 const CTA_ZONE: u16 = 18;
+const CTA_LABELS: u16 = 22;
 // enum ctattr_tuple
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
@@ -297,6 +298,9 @@ impl Writer {
         let st = status::CONFIRMED | (e.status & (status::SEEN_REPLY | status::ASSURED));
         self.be32(CTA_STATUS, st);
         self.be32(CTA_MARK, e.mark);
+        if e.labels != 0 {
+            self.attr(CTA_LABELS, &labels_bytes(e.labels));
+        }
         self.protoinfo_tcp(e, true);
         self.end();
     }
@@ -588,6 +592,31 @@ fn parse_protoinfo(b: &[u8], e: &mut Entry) -> Result<(), Error> {
     Ok(())
 }
 
+/// `CTA_LABELS` as the kernel keeps it: an array of two `unsigned long` in host order, bit `n`
+/// of the array being label `n` (what `ct label n` in nft matches).
+fn labels_bytes(labels: u128) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&(labels as u64).to_ne_bytes());
+    out[8..].copy_from_slice(&((labels >> 64) as u64).to_ne_bytes());
+    out
+}
+
+/// The inverse of [`labels_bytes`]; a shorter attribute holds the low labels (the kernel sends
+/// all 16 bytes).
+fn parse_labels(p: &[u8]) -> Result<u128, Error> {
+    if p.len() > 16 || !p.len().is_multiple_of(4) {
+        return Err(Error::Decode(format!(
+            "labels: {} bytes, want a multiple of 4 up to 16",
+            p.len()
+        )));
+    }
+    let mut b = [0u8; 16];
+    b[..p.len()].copy_from_slice(p);
+    let lo = u64::from_ne_bytes(b[..8].try_into().unwrap_or_default());
+    let hi = u64::from_ne_bytes(b[8..].try_into().unwrap_or_default());
+    Ok(u128::from(lo) | (u128::from(hi) << 64))
+}
+
 /// Decodes the payload (nfgenmsg + attributes) of a `CT_NEW`/`CT_DELETE` message.
 pub fn parse_entry(payload: &[u8]) -> Result<Entry, Error> {
     let body = payload
@@ -607,6 +636,7 @@ pub fn parse_entry(payload: &[u8]) -> Result<Entry, Error> {
             CTA_MARK => e.mark = be32("mark", p)?,
             CTA_ID => e.id = Some(be32("id", p)?),
             CTA_ZONE => e.zone = be16("zone", p)?,
+            CTA_LABELS => e.labels = parse_labels(p)?,
             _ => {}
         }
     }

@@ -136,6 +136,10 @@ pub struct Entry {
     pub zone: u16,
     /// The kernel's `CTA_ID`; ignored on create.
     pub id: Option<u32>,
+    /// Conntrack labels, bit `n` = label `n` (`ct label n` in nft). Written on create only. The
+    /// kernel gives an entry room for labels only while some rule uses `ct label`; otherwise
+    /// the create succeeds and the labels are silently dropped.
+    pub labels: u128,
 }
 
 impl Entry {
