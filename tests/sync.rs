@@ -489,3 +489,64 @@ fn a_peer_state_that_ended_while_the_backup_was_down_is_removed_there() {
         "fw2 sent the ended state back to fw1"
     );
 }
+
+/// An entry that raises no events (created while `nf_conntrack_events` was 0, so the kernel gave
+/// it no event extension) is found by fw1's table dumps and synced; its end raises no DESTROY
+/// either, and only the dumps show it gone: after two in a row fw1 must tell fw2, which removes
+/// it. (The same path catches a DESTROY lost to an event-queue overrun.)
+#[test]
+fn a_state_that_ends_without_an_event_is_removed_on_both_nodes() {
+    let l = lab("q", default_opts());
+    settled_pair(&l);
+    let has = |fw: Node| {
+        l.run(fw, &["conntrack", "-L"])
+            .unwrap_or_default()
+            .contains("dport=7781 ")
+    };
+    l.run(
+        Node::Fw1,
+        &["sysctl", "-qw", "net.netfilter.nf_conntrack_events=0"],
+    )
+    .unwrap();
+    l.run(
+        Node::Fw1,
+        &[
+            "conntrack",
+            "-I",
+            "-p",
+            "udp",
+            "-s",
+            "192.168.1.100",
+            "-d",
+            "172.18.0.250",
+            "--sport",
+            "5001",
+            "--dport",
+            "7781",
+            "-t",
+            "600",
+        ],
+    )
+    .unwrap();
+    l.run(
+        Node::Fw1,
+        &["sysctl", "-qw", "net.netfilter.nf_conntrack_events=2"],
+    )
+    .unwrap();
+    wait_until("the silent state on fw2", Duration::from_secs(20), || {
+        has(Node::Fw2)
+    });
+    l.run(
+        Node::Fw1,
+        &["conntrack", "-D", "-p", "udp", "--dport", "7781"],
+    )
+    .unwrap();
+    assert!(!has(Node::Fw1));
+    wait_until(
+        "the silently ended state removed on fw2",
+        Duration::from_secs(30),
+        || !has(Node::Fw2),
+    );
+    let st = l.ctl(Node::Fw1, "pfsync.status", json!({})).unwrap();
+    assert_eq!(st["stats"]["swept_local"], 1, "{st}");
+}

@@ -679,6 +679,7 @@ impl Pfsync {
             return;
         }
         self.dumping = true;
+        self.feed(Input::DumpStarted, ctx);
         let addr = ctx.address();
         actix_rt::spawn(async move {
             let t0 = std::time::Instant::now();
@@ -808,6 +809,8 @@ impl Handler<DumpChunkMsg> for Pfsync {
             let Some(state) = entry_to_state(e) else {
                 continue;
             };
+            self.machine
+                .saw(State::compute_id(state.proto, &state.orig, state.zone));
             if e.labels & PEER_LABEL != 0 && self.peer_bulk_done {
                 // We wrote it for the peer, and the peer no longer has it: it ended while we
                 // were down (the peer's bulk did not bring it back), or its removal is on the
@@ -853,7 +856,11 @@ impl Handler<DumpDoneMsg> for Pfsync {
     fn handle(&mut self, m: DumpDoneMsg, ctx: &mut Context<Self>) {
         self.dumping = false;
         let took = match m.1 {
-            Ok(took) => Some(took),
+            Ok(took) => {
+                // What the dump did not show has ended without an event.
+                self.feed(Input::DumpDone, ctx);
+                Some(took)
+            }
             Err(e) => {
                 tracing::warn!(kind = ?m.0, "conntrack dump failed: {e}");
                 self.kstats.last_error = Some(e);

@@ -19,6 +19,17 @@ struct Entry {
     /// When `state.timeout` was read (a local event) or received (a peer record): the peer's
     /// copy of a local state expires at `at + timeout` unless it hears from us again.
     at: Instant,
+    /// The last table dump (`Sweep::round`) that showed it in the kernel.
+    seen: u32,
+    /// Dumps in a row that did not show it though it was older than the dump.
+    missed: u8,
+}
+
+/// The table dump in progress: what the kernel no longer has is found by its end.
+#[derive(Debug, Clone, Copy)]
+struct Sweep {
+    round: u32,
+    started: Instant,
 }
 
 /// What one sequenced message carried, so that it can be sent again from the table.
@@ -309,6 +320,9 @@ pub struct Sync {
     /// Whether the demotion hold is on (announced).
     holding: bool,
     hold_announced: bool,
+    /// The table dump in progress, and the number of the last one begun.
+    sweep: Option<Sweep>,
+    sweep_round: u32,
     stats: Stats,
 }
 
@@ -341,6 +355,8 @@ impl Sync {
             want,
             holding: false,
             hold_announced: false,
+            sweep: None,
+            sweep_round: 0,
             stats: Stats::default(),
         };
         s.refresh_stats();
@@ -467,6 +483,14 @@ impl Sync {
                 }
             }
             Input::LinkDown => self.process_link_down(),
+            Input::DumpStarted => {
+                self.sweep_round = self.sweep_round.wrapping_add(1);
+                self.sweep = Some(Sweep {
+                    round: self.sweep_round,
+                    started: now,
+                });
+            }
+            Input::DumpDone => self.process_sweep(now, &mut out),
             Input::Tick => return self.poll(now),
         }
         self.flush(now, false, &mut out);
@@ -525,6 +549,8 @@ impl Sync {
                         state: st,
                         origin: Origin::Local,
                         at: now,
+                        seen: 0,
+                        missed: 0,
                     },
                 );
                 self.tombstones.remove(&id);
@@ -570,6 +596,50 @@ impl Sync {
             }
             // An event we missed.
             None => self.process_local(now, Event::Update, st, Origin::Local),
+        }
+    }
+
+    /// The running dump showed this state in the kernel.
+    pub fn saw(&mut self, id: u64) {
+        if let (Some(sw), Some(e)) = (self.sweep, self.table.get_mut(&id)) {
+            e.seen = sw.round;
+            e.missed = 0;
+        }
+    }
+
+    /// The dump is complete. A state that two dumps in a row did not show, though we knew it
+    /// before each began, ended without an event reaching us (the event queue overran, or the
+    /// entry carried no event extension). One dump is not enough: a peer's state may still be
+    /// on its way into the kernel, and a false end costs a live session on failover. A local
+    /// state then ends as if its DESTROY had come (the peer is told); a peer's is forgotten.
+    fn process_sweep(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(sw) = self.sweep.take() else {
+            return;
+        };
+        let mut local = Vec::new();
+        let mut peer = Vec::new();
+        for (id, e) in self.table.iter_mut() {
+            if e.seen == sw.round || e.at >= sw.started {
+                continue;
+            }
+            e.missed = e.missed.saturating_add(1);
+            if e.missed < 2 {
+                continue;
+            }
+            match e.origin {
+                Origin::Local => local.push(e.state),
+                Origin::Peer => peer.push(*id),
+            }
+        }
+        for st in local {
+            self.stats.swept_local += 1;
+            self.process_local(now, Event::Destroy, st, Origin::Local);
+        }
+        for id in peer {
+            if let Some(e) = self.table.remove(&id) {
+                self.stats.swept_peer += 1;
+                out.push(Action::Remove(e.state));
+            }
         }
     }
 
@@ -795,6 +865,8 @@ impl Sync {
                 state: merged,
                 origin: Origin::Peer,
                 at: now,
+                seen: 0,
+                missed: 0,
             },
         );
         self.stats.injected += 1;

@@ -210,6 +210,12 @@ pub enum Input {
     LinkUp,
     /// The sync link went down.
     LinkDown,
+    /// The actor begins reading the whole kernel table: every state it shows is reported with
+    /// [`Sync::saw`] before [`Input::DumpDone`].
+    DumpStarted,
+    /// The dump is complete: states known before it began and not shown by it have ended
+    /// without an event (see the machine's sweep).
+    DumpDone,
     /// Same as [`Sync::poll`].
     Tick,
 }

@@ -102,6 +102,11 @@ pub struct Stats {
     pub removed: u64,
     /// Local-origin events of states the peer injected (not echoed back).
     pub echo_suppressed: u64,
+    /// Local states a table dump no longer showed (their DESTROY event was lost): removed and
+    /// the peer told.
+    pub swept_local: u64,
+    /// Peer states two table dumps in a row no longer showed: forgotten.
+    pub swept_peer: u64,
     /// Local states sent again by a periodic refresh (their timeout moved on without an event).
     pub refreshed: u64,
     /// Updates applied with our TCP state kept because theirs was behind.
