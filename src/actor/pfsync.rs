@@ -99,6 +99,14 @@ pub struct Pfsync {
     injector: Option<Injector>,
     /// Kernel writes waiting for the end of the current turn.
     pending_ops: Vec<Op>,
+    /// Kernel writes submitted and reported done, since start.
+    ops_submitted: u64,
+    ops_done: u64,
+    /// (writes submitted once a received batch's were, when it was read): its apply time is
+    /// known when the worker has done that many.
+    apply_marks: std::collections::VecDeque<(u64, std::time::Instant)>,
+    /// Our apply times (a received batch → its states in the kernel).
+    apply: crate::proto::pfsync::lag::Samples,
     sock: Option<Rc<RawIp>>,
     /// Messages to the sender task.
     tx: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
@@ -282,7 +290,8 @@ struct Opened {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct RxMsg(Vec<Vec<u8>>);
+/// Packets read from the sync socket, and when the first of them was read.
+struct RxMsg(Vec<Vec<u8>>, std::time::Instant);
 
 /// Why the kernel table is being read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -312,6 +321,9 @@ const REFRESH_MIN: Duration = Duration::from_secs(5);
 
 /// How long after our bulk ended NEW events may stay off while the workers still inject it.
 const INJECT_GRACE: Duration = Duration::from_secs(30);
+
+/// Received batches whose apply time is still being timed (older ones are dropped).
+const APPLY_MARKS: usize = 4096;
 
 /// What the peer label is in `Entry::labels`.
 const PEER_LABEL: u128 = 1 << crate::proto::nft::PEER_LABEL_BIT;
@@ -346,6 +358,10 @@ impl Pfsync {
             nl,
             injector: None,
             pending_ops: Vec::new(),
+            ops_submitted: 0,
+            ops_done: 0,
+            apply_marks: std::collections::VecDeque::new(),
+            apply: Default::default(),
             sock: None,
             tx: None,
             send_failed: Rc::default(),
@@ -506,6 +522,7 @@ impl Pfsync {
         let Some(inj) = &self.injector else { return };
         if !self.pending_ops.is_empty() {
             self.ops_in_flight += self.pending_ops.len();
+            self.ops_submitted += self.pending_ops.len() as u64;
             inj.submit(std::mem::take(&mut self.pending_ops));
         }
     }
@@ -717,6 +734,8 @@ impl Pfsync {
             "link_up": self.machine.link_up(),
             "stats": st,
             "kernel": kernel,
+            "lag": self.machine.lag(),
+            "apply_ms": self.apply.summary(),
         })
     }
 }
@@ -757,8 +776,12 @@ impl Handler<OpenedMsg> for Pfsync {
                     let mut buf = vec![0u8; 65536];
                     loop {
                         let mut batch = Vec::new();
+                        let read_at;
                         match sock.recv(&mut buf).await {
-                            Ok(r) => batch.push(buf[..r.len.min(buf.len())].to_vec()),
+                            Ok(r) => {
+                                read_at = std::time::Instant::now();
+                                batch.push(buf[..r.len.min(buf.len())].to_vec());
+                            }
                             Err(e) => {
                                 tracing::warn!("pfsync receive failed: {e}");
                                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -774,7 +797,7 @@ impl Handler<OpenedMsg> for Pfsync {
                                 _ => break,
                             }
                         }
-                        if addr.send(RxMsg(batch)).await.is_err() {
+                        if addr.send(RxMsg(batch, read_at)).await.is_err() {
                             break;
                         }
                     }
@@ -932,6 +955,7 @@ impl Handler<RxMsg> for Pfsync {
     fn handle(&mut self, m: RxMsg, ctx: &mut Context<Self>) {
         let mut actions = Vec::new();
         let now = clock::now();
+        let before = self.ops_submitted + self.pending_ops.len() as u64;
         for pkt in m.0 {
             match wipv4::parse_header(&pkt) {
                 Ok((h, payload)) if h.ttl == 255 => {
@@ -945,6 +969,13 @@ impl Handler<RxMsg> for Pfsync {
             }
         }
         self.run(actions, ctx);
+        let after = self.ops_submitted + self.pending_ops.len() as u64;
+        if after > before {
+            if self.apply_marks.len() >= APPLY_MARKS {
+                self.apply_marks.pop_front();
+            }
+            self.apply_marks.push_back((after, m.1));
+        }
     }
 }
 
@@ -955,6 +986,19 @@ impl Handler<InjectedMsg> for Pfsync {
         let bad = r.upsert_errors.len();
         let done = r.upserted + bad + r.deleted + r.delete_errors;
         self.ops_in_flight = self.ops_in_flight.saturating_sub(done);
+        self.ops_done += done as u64;
+        let mut timed = false;
+        while let Some(&(n, read_at)) = self.apply_marks.front() {
+            if n > self.ops_done {
+                break;
+            }
+            self.apply_marks.pop_front();
+            self.apply.push(read_at.elapsed());
+            timed = true;
+        }
+        if let (true, Some(a)) = (timed, self.apply.apply_time()) {
+            self.machine.set_apply_time(a);
+        }
         if self.new_events_off {
             self.bulk_events(ctx);
         }

@@ -55,6 +55,7 @@
 //! | 6    | BULK_END      | states sent u32, reserved u32                  | 8     |
 //! | 7    | ACK           | first seq u32, last seq u32 (inclusive range)  | 8     |
 //! | 8    | NACK          | first seq u32, last seq u32 (inclusive range)  | 8     |
+//! | 9    | APPLY_TIME    | p50 µs u32, p99 µs u32 (count 1; see below)    | 8     |
 //!
 //! The state record (152 bytes, record version 1): one conntrack entry.
 //!
@@ -204,6 +205,8 @@ pub const BULK_REQUEST_LEN: usize = 0;
 pub const BULK_END_LEN: usize = 8;
 /// Length of an ACK or NACK record.
 pub const RANGE_LEN: usize = 8;
+/// Length of an APPLY_TIME record.
+pub const APPLY_LEN: usize = 8;
 /// The largest message (the length field is 16 bits).
 pub const MAX_LEN: usize = u16::MAX as usize;
 
@@ -270,6 +273,7 @@ pub enum Action {
     BulkEnd,
     Ack,
     Nack,
+    ApplyTime,
     Unknown(u8),
 }
 
@@ -284,6 +288,7 @@ impl From<u8> for Action {
             6 => Action::BulkEnd,
             7 => Action::Ack,
             8 => Action::Nack,
+            9 => Action::ApplyTime,
             other => Action::Unknown(other),
         }
     }
@@ -300,6 +305,7 @@ impl From<Action> for u8 {
             Action::BulkEnd => 6,
             Action::Ack => 7,
             Action::Nack => 8,
+            Action::ApplyTime => 9,
             Action::Unknown(v) => v,
         }
     }
@@ -315,6 +321,7 @@ impl Action {
             Action::BulkRequest => Some(BULK_REQUEST_LEN),
             Action::BulkEnd => Some(BULK_END_LEN),
             Action::Ack | Action::Nack => Some(RANGE_LEN),
+            Action::ApplyTime => Some(APPLY_LEN),
             Action::Unknown(_) => None,
         }
     }
@@ -621,6 +628,17 @@ pub enum Section {
     BulkEnd(u32),
     Ack(Vec<SeqRange>),
     Nack(Vec<SeqRange>),
+    /// How long the sender takes to write received states into its kernel (it rides along
+    /// with ACKs, so the other side can estimate its sync lag end to end).
+    ApplyTime(ApplyTime),
+}
+
+/// The receiver's time from a message's arrival to its states being in the kernel table, over
+/// its recent messages, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ApplyTime {
+    pub p50_us: u32,
+    pub p99_us: u32,
 }
 
 impl Section {
@@ -634,6 +652,7 @@ impl Section {
             Section::BulkEnd(_) => Action::BulkEnd,
             Section::Ack(_) => Action::Ack,
             Section::Nack(_) => Action::Nack,
+            Section::ApplyTime(_) => Action::ApplyTime,
         }
     }
 
@@ -646,6 +665,7 @@ impl Section {
             Section::BulkRequest => (BULK_REQUEST_LEN, 1),
             Section::BulkEnd(_) => (BULK_END_LEN, 1),
             Section::Ack(v) | Section::Nack(v) => (RANGE_LEN, v.len()),
+            Section::ApplyTime(_) => (APPLY_LEN, 1),
         }
     }
 
@@ -908,6 +928,15 @@ impl Repr {
                         Section::Nack(ranges)
                     }
                 }
+                Action::ApplyTime => {
+                    if count != 1 {
+                        return Err(Error::BadValue(action.into()));
+                    }
+                    Section::ApplyTime(ApplyTime {
+                        p50_us: be32(&body[0..4]),
+                        p99_us: be32(&body[4..8]),
+                    })
+                }
                 Action::Unknown(_) => unreachable!("unknown actions have no minimum length"),
             };
             sections.push(section);
@@ -992,6 +1021,10 @@ impl Repr {
                         });
                     }
                 }
+                Section::ApplyTime(a) => put(&mut |r| {
+                    r[0..4].copy_from_slice(&a.p50_us.to_be_bytes());
+                    r[4..8].copy_from_slice(&a.p99_us.to_be_bytes());
+                }),
             }
         }
     }

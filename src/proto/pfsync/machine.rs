@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
+use super::lag::Lag;
 use super::stats::{DropReason, Stats, add};
 use super::{Action, Config, Event, Input, Origin};
 use crate::proto::time::Instant;
@@ -49,6 +50,8 @@ struct Sent {
     at: Instant,
     retries: u32,
     items: Vec<Item>,
+    /// The kernel event of its oldest state change (data messages; see `lag`).
+    oldest: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +76,8 @@ impl Pending {
 struct Queued {
     kind: Pending,
     retries: u32,
+    /// When the change was first queued (a resend keeps the original time).
+    at: Instant,
     /// Send even if the state is not ours (a bulk record being resent).
     any_origin: bool,
 }
@@ -87,12 +92,22 @@ struct Queue {
 }
 
 impl Queue {
-    fn push(&mut self, id: u64, kind: Pending, retries: u32, any_origin: bool, now: Instant) {
+    /// Queues a change of `id` made at `at` (merged into one already queued).
+    fn push(
+        &mut self,
+        id: u64,
+        kind: Pending,
+        retries: u32,
+        any_origin: bool,
+        now: Instant,
+        at: Instant,
+    ) {
         match self.map.get_mut(&id) {
             Some(q) => {
                 q.kind = q.kind.merge(kind);
                 q.retries = q.retries.max(retries);
                 q.any_origin |= any_origin;
+                q.at = q.at.min(at);
             }
             None => {
                 self.map.insert(
@@ -100,6 +115,7 @@ impl Queue {
                     Queued {
                         kind,
                         retries,
+                        at,
                         any_origin,
                     },
                 );
@@ -323,6 +339,9 @@ pub struct Sync {
     /// The table dump in progress, and the number of the last one begun.
     sweep: Option<Sweep>,
     sweep_round: u32,
+    lag: Lag,
+    /// Our apply time, sent with our ACKs (set by the actor).
+    apply_time: Option<wire::ApplyTime>,
     stats: Stats,
 }
 
@@ -357,6 +376,8 @@ impl Sync {
             hold_announced: false,
             sweep: None,
             sweep_round: 0,
+            lag: Lag::default(),
+            apply_time: None,
             stats: Stats::default(),
         };
         s.refresh_stats();
@@ -554,7 +575,7 @@ impl Sync {
                     },
                 );
                 self.tombstones.remove(&id);
-                self.queue.push(id, kind, 0, false, now);
+                self.queue.push(id, kind, 0, false, now, now);
             }
             Event::Destroy => match self.table.get(&id).map(|e| e.origin) {
                 None => {}
@@ -566,7 +587,7 @@ impl Sync {
                     self.table.remove(&id);
                     let version = self.tick_clock();
                     self.tombstone(id, version, now);
-                    self.queue.push(id, Pending::Delete, 0, false, now);
+                    self.queue.push(id, Pending::Delete, 0, false, now, now);
                 }
             },
         }
@@ -654,6 +675,7 @@ impl Sync {
                 0,
                 vec![Item::Clear(node)],
                 0,
+                None,
                 out,
             );
         }
@@ -817,12 +839,24 @@ impl Sync {
                 }
                 Section::Ack(ranges) => {
                     self.stats.acks_received += 1;
+                    let mut newest: Option<(u64, Instant)> = None;
                     for r in ranges {
                         for k in self.window_keys(r) {
-                            self.window.remove(&k);
+                            if let Some(sent) = self.window.remove(&k) {
+                                if let Some(o) = sent.oldest {
+                                    self.lag.acked.push(now.saturating_duration_since(o));
+                                }
+                                if newest.is_none_or(|(n, _)| k > n) {
+                                    newest = Some((k, sent.at));
+                                }
+                            }
                         }
                     }
+                    if let Some((_, at)) = newest {
+                        self.lag.round_trip.push(now.saturating_duration_since(at));
+                    }
                 }
+                Section::ApplyTime(a) => self.lag.peer_apply = Some(a),
                 Section::Nack(ranges) => {
                     self.stats.nacks_received += 1;
                     self.process_nack(now, &ranges, out);
@@ -984,6 +1018,7 @@ impl Sync {
         self.cfg.key.as_deref()
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn send_seq(
         &mut self,
         now: Instant,
@@ -991,8 +1026,12 @@ impl Sync {
         flags: u8,
         items: Vec<Item>,
         retries: u32,
+        oldest: Option<Instant>,
         out: &mut Vec<Action>,
     ) {
+        if let (Some(o), 0) = (oldest, retries) {
+            self.lag.send_wait.push(now.saturating_duration_since(o));
+        }
         let k = self.next_k;
         self.next_k += 1;
         let seq = self.seq_of(k);
@@ -1012,6 +1051,7 @@ impl Sync {
                 at: now,
                 retries,
                 items,
+                oldest,
             },
         );
         while self.window.len() > self.cfg.window.max(1) {
@@ -1034,6 +1074,17 @@ impl Sync {
         };
         out.push(Action::Send(repr.to_bytes(self.key())));
         self.stats.sent_packets += 1;
+    }
+
+    /// Our apply time (a message in → its states in our kernel), sent with our ACKs so the
+    /// peer can estimate its lag end to end.
+    pub fn set_apply_time(&mut self, a: wire::ApplyTime) {
+        self.apply_time = Some(a);
+    }
+
+    /// The sync lag estimate and its parts (see [`super::lag`]).
+    pub fn lag(&self) -> super::lag::Report {
+        self.lag.report()
     }
 
     /// The record a queued item sends now, if any.
@@ -1086,6 +1137,7 @@ impl Sync {
             let mut deletes = Vec::new();
             let mut items = Vec::new();
             let mut retries = 0;
+            let mut oldest: Option<Instant> = None;
             for _ in 0..take {
                 let Some(id) = self.queue.order.pop_front() else {
                     break;
@@ -1097,6 +1149,9 @@ impl Sync {
                     continue;
                 };
                 retries = retries.max(q.retries);
+                if !q.any_origin {
+                    oldest = Some(oldest.map_or(q.at, |o| o.min(q.at)));
+                }
                 let item = if q.any_origin {
                     Item::Bulk(id)
                 } else {
@@ -1130,7 +1185,7 @@ impl Sync {
             if !deletes.is_empty() {
                 sections.push(Section::Delete(deletes));
             }
-            self.send_seq(now, sections, 0, items, retries, out);
+            self.send_seq(now, sections, 0, items, retries, oldest, out);
         }
         if self.queue.map.is_empty() {
             self.queue.order.clear();
@@ -1160,7 +1215,8 @@ impl Sync {
                         None => Pending::Delete,
                     };
                     self.stats.resent += 1;
-                    self.queue.push(id, kind, retries, any, now);
+                    self.queue
+                        .push(id, kind, retries, any, now, sent.oldest.unwrap_or(now));
                 }
                 Item::Clear(c) => self.send_seq(
                     now,
@@ -1168,6 +1224,7 @@ impl Sync {
                     0,
                     vec![item],
                     retries,
+                    None,
                     out,
                 ),
                 Item::BulkEnd(n) => self.send_seq(
@@ -1176,6 +1233,7 @@ impl Sync {
                     FLAG_BULK,
                     vec![item],
                     retries,
+                    None,
                     out,
                 ),
             }
@@ -1278,6 +1336,9 @@ impl Sync {
             self.stats.nacks_sent += 1;
             sections.push(Section::Nack(nacks));
         }
+        if let Some(a) = self.apply_time {
+            sections.push(Section::ApplyTime(a));
+        }
         self.send_ctl(sections, out);
     }
 
@@ -1318,6 +1379,7 @@ impl Sync {
                     FLAG_BULK,
                     vec![Item::BulkEnd(n)],
                     0,
+                    None,
                     out,
                 );
                 self.stats.bulk_ends_sent += 1;
@@ -1340,7 +1402,15 @@ impl Sync {
             if !states.is_empty() {
                 bulk.sent = bulk.sent.saturating_add(states.len() as u32);
                 add(&mut self.stats.sent_states, states.len());
-                self.send_seq(now, vec![Section::Update(states)], FLAG_BULK, items, 0, out);
+                self.send_seq(
+                    now,
+                    vec![Section::Update(states)],
+                    FLAG_BULK,
+                    items,
+                    0,
+                    None,
+                    out,
+                );
                 packets += 1;
             }
             self.bulk_tx = Some(bulk);

@@ -57,6 +57,7 @@ use std::time::Duration;
 
 pub use crate::wire::pfsync::{L4Proto, NatMap, State, TcpState, TcpWindow, Tuple};
 
+pub mod lag;
 mod machine;
 mod stats;
 

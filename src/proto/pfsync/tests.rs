@@ -354,6 +354,73 @@ fn a_peer_state_goes_after_two_dumps_miss_it() {
     );
 }
 
+/// The lag estimate: our event → on the wire (send wait), the round trip to the peer's ACK, and
+/// the apply time the peer reports with its ACKs; and our ACKs carry our own apply time.
+#[test]
+fn lag_is_estimated_from_send_wait_round_trip_and_the_peers_apply_time() {
+    let mut s = ready(1);
+    assert!(s.lag().estimate_ms.is_none());
+    let st = make_state(1);
+    let _ = s.handle(ms(100), local(Event::New, st));
+    let m = sent(&s.poll(ms(103)));
+    let data = m
+        .iter()
+        .find(|m| m.flags & FLAG_SEQ != 0)
+        .expect("the state went out");
+    let seq = data.seq;
+    let ack = Repr {
+        flags: 0,
+        node_id: 9,
+        epoch: 77,
+        seq: 0,
+        sections: vec![
+            Section::Ack(vec![SeqRange {
+                first: seq,
+                last: seq,
+            }]),
+            Section::ApplyTime(wire::ApplyTime {
+                p50_us: 200,
+                p99_us: 900,
+            }),
+        ],
+        skipped: 0,
+    }
+    .to_bytes(Some(KEY));
+    let _ = s.handle(ms(111), Input::Received(ack));
+    let lag = s.lag();
+    let send = lag.send_wait_ms.expect("send wait").p50;
+    assert!((2.0..=3.0).contains(&send), "{lag:?}");
+    assert_eq!(lag.round_trip_ms.expect("rtt").p50, 8.0);
+    assert_eq!(lag.acked_ms.expect("acked").p50, 11.0);
+    let est = lag.estimate_ms.expect("estimate");
+    assert!((est.p50 - (send + 4.0 + 0.2)).abs() < 1e-9, "{lag:?}");
+    assert!((est.p99 - (send + 4.0 + 0.9)).abs() < 1e-9, "{lag:?}");
+
+    // Our ACKs carry our apply time once the actor has one.
+    s.set_apply_time(wire::ApplyTime {
+        p50_us: 55,
+        p99_us: 66,
+    });
+    let _ = s.handle(
+        ms(200),
+        Input::Received(peer_msg(
+            2,
+            FLAG_SEQ,
+            vec![Section::Insert(vec![peer_state(5, 2000)])],
+        )),
+    );
+    let acks = sent(&s.poll(ms(300)));
+    assert!(
+        acks.iter().any(
+            |m| m.sections.contains(&Section::ApplyTime(wire::ApplyTime {
+                p50_us: 55,
+                p99_us: 66
+            }))
+        ),
+        "{acks:?}"
+    );
+}
+
 #[test]
 fn stale_and_backwards_updates() {
     let mut s = ready(1);
