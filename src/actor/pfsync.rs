@@ -996,8 +996,8 @@ impl Handler<InjectedMsg> for Pfsync {
             self.apply.push(read_at.elapsed());
             timed = true;
         }
-        if let (true, Some(a)) = (timed, self.apply.apply_time()) {
-            self.machine.set_apply_time(a);
+        if let (true, Some((p50, p99))) = (timed, self.apply.p50_p99()) {
+            self.machine.set_apply_time(p50, p99);
         }
         if self.new_events_off {
             self.bulk_events(ctx);

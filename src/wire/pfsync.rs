@@ -51,11 +51,12 @@
 //! | 2    | UPDATE        | [`State`]                                      | 152   |
 //! | 3    | DELETE        | state id u64, version u64                      | 16    |
 //! | 4    | CLEAR         | creator u32, reserved u32 (all states of it)   | 8     |
-//! | 5    | BULK_REQUEST  | (empty record, count 1)                        | 0     |
-//! | 6    | BULK_END      | states sent u32, reserved u32                  | 8     |
+//! | 5    | BULK_REQUEST  | request id u32 (count 1; an empty record: id 0)| 4     |
+//! | 6    | BULK_END      | states sent u32, request id u32                | 8     |
 //! | 7    | ACK           | first seq u32, last seq u32 (inclusive range)  | 8     |
 //! | 8    | NACK          | first seq u32, last seq u32 (inclusive range)  | 8     |
-//! | 9    | APPLY_TIME    | p50 µs u32, p99 µs u32 (count 1; see below)    | 8     |
+//! | 9    | ACK_INFO      | hold µs, apply p50 µs, apply p99 µs (u32 each; | 12    |
+//! |      |               | count 1; rides with ACK, see [`AckInfo`])      |       |
 //!
 //! The state record (152 bytes, record version 1): one conntrack entry.
 //!
@@ -199,14 +200,19 @@ pub const STATE_LEN: usize = field::rec::DNAT_ADDR.end;
 pub const DELETE_LEN: usize = 16;
 /// Length of a CLEAR record.
 pub const CLEAR_LEN: usize = 8;
-/// Length of a BULK_REQUEST record.
-pub const BULK_REQUEST_LEN: usize = 0;
+/// Length of a BULK_REQUEST record (older senders sent an empty one: request id 0).
+pub const BULK_REQUEST_LEN: usize = 4;
+/// BULK_END's request id for a bulk nobody asked for (pushed after a send-window overflow or on
+/// `conntrackd -B`'s equivalent). Request ids are never 0 (an older sender) nor this.
+pub const BULK_UNSOLICITED: u32 = u32::MAX;
 /// Length of a BULK_END record.
 pub const BULK_END_LEN: usize = 8;
 /// Length of an ACK or NACK record.
 pub const RANGE_LEN: usize = 8;
-/// Length of an APPLY_TIME record.
-pub const APPLY_LEN: usize = 8;
+/// Length of an ACK_INFO record.
+pub const ACK_INFO_LEN: usize = 12;
+/// ACK_INFO's apply times when the sender has none yet.
+pub const APPLY_UNKNOWN: u32 = u32::MAX;
 /// The largest message (the length field is 16 bits).
 pub const MAX_LEN: usize = u16::MAX as usize;
 
@@ -273,7 +279,7 @@ pub enum Action {
     BulkEnd,
     Ack,
     Nack,
-    ApplyTime,
+    AckInfo,
     Unknown(u8),
 }
 
@@ -288,7 +294,7 @@ impl From<u8> for Action {
             6 => Action::BulkEnd,
             7 => Action::Ack,
             8 => Action::Nack,
-            9 => Action::ApplyTime,
+            9 => Action::AckInfo,
             other => Action::Unknown(other),
         }
     }
@@ -305,7 +311,7 @@ impl From<Action> for u8 {
             Action::BulkEnd => 6,
             Action::Ack => 7,
             Action::Nack => 8,
-            Action::ApplyTime => 9,
+            Action::AckInfo => 9,
             Action::Unknown(v) => v,
         }
     }
@@ -318,10 +324,10 @@ impl Action {
             Action::Insert | Action::Update => Some(STATE_LEN),
             Action::Delete => Some(DELETE_LEN),
             Action::Clear => Some(CLEAR_LEN),
-            Action::BulkRequest => Some(BULK_REQUEST_LEN),
+            Action::BulkRequest => Some(0),
             Action::BulkEnd => Some(BULK_END_LEN),
             Action::Ack | Action::Nack => Some(RANGE_LEN),
-            Action::ApplyTime => Some(APPLY_LEN),
+            Action::AckInfo => Some(ACK_INFO_LEN),
             Action::Unknown(_) => None,
         }
     }
@@ -623,22 +629,26 @@ pub enum Section {
     Delete(Vec<Delete>),
     /// Creator ids whose states are all to be removed.
     Clear(Vec<u32>),
-    BulkRequest,
-    /// The number of states the bulk answer carried.
-    BulkEnd(u32),
+    /// Send me your whole table; the id comes back in the answer's BULK_END.
+    BulkRequest(u32),
+    /// The number of states the bulk answer carried, and the request it answers
+    /// ([`BULK_UNSOLICITED`] for none; 0 from an older sender).
+    BulkEnd(u32, u32),
     Ack(Vec<SeqRange>),
     Nack(Vec<SeqRange>),
-    /// How long the sender takes to write received states into its kernel (it rides along
-    /// with ACKs, so the other side can estimate its sync lag end to end).
-    ApplyTime(ApplyTime),
+    /// Timing that rides with an ACK, so the other side can estimate its sync lag end to end.
+    AckInfo(AckInfo),
 }
 
-/// The receiver's time from a message's arrival to its states being in the kernel table, over
-/// its recent messages, in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct ApplyTime {
-    pub p50_us: u32,
-    pub p99_us: u32,
+/// ACK_INFO: how long the newest message this ACK covers waited at the receiver for the ACK
+/// (its ACK coalescing), and the receiver's time from a message's arrival to its states being
+/// in the kernel table over its recent messages ([`APPLY_UNKNOWN`] before it has any), all in
+/// microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AckInfo {
+    pub hold_us: u32,
+    pub apply_p50_us: u32,
+    pub apply_p99_us: u32,
 }
 
 impl Section {
@@ -648,11 +658,11 @@ impl Section {
             Section::Update(_) => Action::Update,
             Section::Delete(_) => Action::Delete,
             Section::Clear(_) => Action::Clear,
-            Section::BulkRequest => Action::BulkRequest,
-            Section::BulkEnd(_) => Action::BulkEnd,
+            Section::BulkRequest(_) => Action::BulkRequest,
+            Section::BulkEnd(..) => Action::BulkEnd,
             Section::Ack(_) => Action::Ack,
             Section::Nack(_) => Action::Nack,
-            Section::ApplyTime(_) => Action::ApplyTime,
+            Section::AckInfo(_) => Action::AckInfo,
         }
     }
 
@@ -662,10 +672,10 @@ impl Section {
             Section::Insert(v) | Section::Update(v) => (STATE_LEN, v.len()),
             Section::Delete(v) => (DELETE_LEN, v.len()),
             Section::Clear(v) => (CLEAR_LEN, v.len()),
-            Section::BulkRequest => (BULK_REQUEST_LEN, 1),
-            Section::BulkEnd(_) => (BULK_END_LEN, 1),
+            Section::BulkRequest(_) => (BULK_REQUEST_LEN, 1),
+            Section::BulkEnd(..) => (BULK_END_LEN, 1),
             Section::Ack(v) | Section::Nack(v) => (RANGE_LEN, v.len()),
-            Section::ApplyTime(_) => (APPLY_LEN, 1),
+            Section::AckInfo(_) => (ACK_INFO_LEN, 1),
         }
     }
 
@@ -904,13 +914,13 @@ impl Repr {
                     if count != 1 {
                         return Err(Error::BadValue(action.into()));
                     }
-                    Section::BulkRequest
+                    Section::BulkRequest(if reclen >= 4 { be32(&body[0..4]) } else { 0 })
                 }
                 Action::BulkEnd => {
                     if count != 1 {
                         return Err(Error::BadValue(action.into()));
                     }
-                    Section::BulkEnd(be32(&body[0..4]))
+                    Section::BulkEnd(be32(&body[0..4]), be32(&body[4..8]))
                 }
                 Action::Ack | Action::Nack => {
                     let ranges = records()
@@ -928,13 +938,14 @@ impl Repr {
                         Section::Nack(ranges)
                     }
                 }
-                Action::ApplyTime => {
+                Action::AckInfo => {
                     if count != 1 {
                         return Err(Error::BadValue(action.into()));
                     }
-                    Section::ApplyTime(ApplyTime {
-                        p50_us: be32(&body[0..4]),
-                        p99_us: be32(&body[4..8]),
+                    Section::AckInfo(AckInfo {
+                        hold_us: be32(&body[0..4]),
+                        apply_p50_us: be32(&body[4..8]),
+                        apply_p99_us: be32(&body[8..12]),
                     })
                 }
                 Action::Unknown(_) => unreachable!("unknown actions have no minimum length"),
@@ -1008,10 +1019,12 @@ impl Repr {
                         });
                     }
                 }
-                Section::BulkRequest => {}
-                Section::BulkEnd(n) => put(&mut |r| {
+                Section::BulkRequest(id) => {
+                    put(&mut |r| r[0..4].copy_from_slice(&id.to_be_bytes()))
+                }
+                Section::BulkEnd(n, id) => put(&mut |r| {
                     r[0..4].copy_from_slice(&n.to_be_bytes());
-                    r[4..8].copy_from_slice(&[0; 4]);
+                    r[4..8].copy_from_slice(&id.to_be_bytes());
                 }),
                 Section::Ack(v) | Section::Nack(v) => {
                     for x in v {
@@ -1021,9 +1034,10 @@ impl Repr {
                         });
                     }
                 }
-                Section::ApplyTime(a) => put(&mut |r| {
-                    r[0..4].copy_from_slice(&a.p50_us.to_be_bytes());
-                    r[4..8].copy_from_slice(&a.p99_us.to_be_bytes());
+                Section::AckInfo(a) => put(&mut |r| {
+                    r[0..4].copy_from_slice(&a.hold_us.to_be_bytes());
+                    r[4..8].copy_from_slice(&a.apply_p50_us.to_be_bytes());
+                    r[8..12].copy_from_slice(&a.apply_p99_us.to_be_bytes());
                 }),
             }
         }

@@ -5,8 +5,9 @@
 //!   flow control);
 //! * **round trip** (here): a message on the wire → the peer's ACK of it, for the newest
 //!   message an ACK covers (the one the peer's ACK coalescing held least);
-//! * **apply time** (the peer's, from the APPLY_TIME record riding on its ACKs): a message in →
-//!   its states written into the peer's kernel.
+//! * **apply time** (the peer's, from the ACK_INFO record riding on its ACKs): a message in →
+//!   its states written into the peer's kernel. ACK_INFO also says how long the peer held the
+//!   ACK (its coalescing), which comes off the round trip.
 //!
 //! estimate = send wait + round trip / 2 + the peer's apply time, at p50 and at p99 (the p99
 //! sum is an upper bound). `acked` times the whole path to the peer's ACK: it includes the
@@ -15,8 +16,6 @@
 use std::time::Duration;
 
 use serde::Serialize;
-
-use crate::wire::pfsync::ApplyTime;
 
 /// Samples kept per measure (the most recent ones).
 pub const SAMPLES: usize = 256;
@@ -72,10 +71,9 @@ impl Samples {
         })
     }
 
-    /// As an APPLY_TIME record.
-    pub fn apply_time(&self) -> Option<ApplyTime> {
-        self.percentiles()
-            .map(|(p50_us, p99_us, _)| ApplyTime { p50_us, p99_us })
+    /// (p50, p99) in microseconds, as ACK_INFO carries them.
+    pub fn p50_p99(&self) -> Option<(u32, u32)> {
+        self.percentiles().map(|(p50, p99, _)| (p50, p99))
     }
 }
 
@@ -114,18 +112,19 @@ pub struct Lag {
     pub send_wait: Samples,
     pub round_trip: Samples,
     pub acked: Samples,
-    pub peer_apply: Option<ApplyTime>,
+    /// The peer's apply time (p50, p99) in µs.
+    pub peer_apply: Option<(u32, u32)>,
 }
 
 impl Lag {
     pub fn report(&self) -> Report {
         let send = self.send_wait.percentiles();
         let rtt = self.round_trip.percentiles();
-        let apply = self.peer_apply.unwrap_or_default();
+        let (a50, a99) = self.peer_apply.unwrap_or_default();
         let estimate_ms = match (send, rtt) {
             (Some((s50, s99, _)), Some((r50, r99, _))) => Some(Estimate {
-                p50: (f64::from(s50) + f64::from(r50) / 2.0 + f64::from(apply.p50_us)) / 1000.0,
-                p99: (f64::from(s99) + f64::from(r99) / 2.0 + f64::from(apply.p99_us)) / 1000.0,
+                p50: (f64::from(s50) + f64::from(r50) / 2.0 + f64::from(a50)) / 1000.0,
+                p99: (f64::from(s99) + f64::from(r99) / 2.0 + f64::from(a99)) / 1000.0,
             }),
             _ => None,
         };
@@ -134,9 +133,9 @@ impl Lag {
             send_wait_ms: self.send_wait.summary(),
             round_trip_ms: self.round_trip.summary(),
             acked_ms: self.acked.summary(),
-            peer_apply_ms: self.peer_apply.map(|a| Pair {
-                p50: ms(a.p50_us),
-                p99: ms(a.p99_us),
+            peer_apply_ms: self.peer_apply.map(|(p50, p99)| Pair {
+                p50: ms(p50),
+                p99: ms(p99),
             }),
         }
     }
@@ -175,10 +174,7 @@ mod tests {
             lag.report().estimate_ms,
             Some(Estimate { p50: 2.2, p99: 2.2 })
         );
-        lag.peer_apply = Some(ApplyTime {
-            p50_us: 100,
-            p99_us: 900,
-        });
+        lag.peer_apply = Some((100, 900));
         let r = lag.report();
         assert_eq!(r.estimate_ms, Some(Estimate { p50: 2.3, p99: 3.1 }));
         assert_eq!(r.peer_apply_ms, Some(Pair { p50: 0.1, p99: 0.9 }));

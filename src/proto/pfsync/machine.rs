@@ -8,8 +8,8 @@ use super::stats::{DropReason, Stats, add};
 use super::{Action, Config, Event, Input, Origin};
 use crate::proto::time::Instant;
 use crate::wire::pfsync::{
-    self as wire, DELETE_LEN, Delete, FLAG_BULK, FLAG_SEQ, HEADER_LEN, L4Proto, RANGE_LEN, Repr,
-    STATE_LEN, SUBHEADER_LEN, Section, SeqRange, State,
+    self as wire, BULK_UNSOLICITED, DELETE_LEN, Delete, FLAG_BULK, FLAG_SEQ, HEADER_LEN, L4Proto,
+    RANGE_LEN, Repr, STATE_LEN, SUBHEADER_LEN, Section, SeqRange, State,
 };
 
 /// A state in the table.
@@ -41,7 +41,8 @@ enum Item {
     /// A state of a bulk answer (resent whatever its origin, or as DELETE).
     Bulk(u64),
     Clear(u32),
-    BulkEnd(u32),
+    /// (states sent, the request answered).
+    BulkEnd(u32, u32),
 }
 
 /// A sequenced message in the send window.
@@ -151,6 +152,8 @@ struct PeerRx {
     to_ack: Vec<SeqRange>,
     /// Messages in `to_ack` (an ACK goes at once when this reaches [`ACK_EVERY`]).
     unacked: usize,
+    /// When the newest message in `to_ack` arrived (ACK_INFO's hold time).
+    last_rx: Option<Instant>,
 }
 
 const MAX_MISSING: usize = 256;
@@ -173,6 +176,7 @@ impl PeerRx {
             missing: Vec::new(),
             to_ack: Vec::new(),
             unacked: 0,
+            last_rx: None,
         }
     }
 
@@ -266,7 +270,18 @@ enum Want {
         until: Instant,
         /// Send the request (again) at.
         retry_at: Instant,
+        /// The request's id (its BULK_END echoes it).
+        id: u32,
     },
+}
+
+/// The id of our `n`th bulk request: fresh per request and across restarts (the epoch is
+/// random per start); never 0 (an older peer's) nor `BULK_UNSOLICITED`.
+fn request_id(epoch: u32, n: u32) -> u32 {
+    match epoch.wrapping_add(n) {
+        0 | BULK_UNSOLICITED => 1,
+        id => id,
+    }
 }
 
 /// A bulk answer in progress.
@@ -275,6 +290,8 @@ struct BulkTx {
     ids: Vec<u64>,
     pos: usize,
     sent: u32,
+    /// The request it answers ([`BULK_UNSOLICITED`]: none).
+    request: u32,
 }
 
 /// Record counts of a message being built, to know when it is full.
@@ -339,9 +356,13 @@ pub struct Sync {
     /// The table dump in progress, and the number of the last one begun.
     sweep: Option<Sweep>,
     sweep_round: u32,
+    /// Bulk requests we made (for their ids).
+    bulk_requests: u32,
+    /// A request that came while a bulk was under way, answered next.
+    bulk_next: Option<u32>,
     lag: Lag,
     /// Our apply time, sent with our ACKs (set by the actor).
-    apply_time: Option<wire::ApplyTime>,
+    apply_time: Option<(u32, u32)>,
     stats: Stats,
 }
 
@@ -353,6 +374,7 @@ impl Sync {
             hold: true,
             until: now + cfg.bulk_timeout,
             retry_at: now,
+            id: request_id(cfg.epoch, 1),
         };
         let clock = cfg.clock_seed;
         let mut s = Sync {
@@ -376,6 +398,8 @@ impl Sync {
             hold_announced: false,
             sweep: None,
             sweep_round: 0,
+            bulk_requests: 1,
+            bulk_next: None,
             lag: Lag::default(),
             apply_time: None,
             stats: Stats::default(),
@@ -444,6 +468,7 @@ impl Sync {
             hold,
             until,
             retry_at,
+            ..
         } = self.want
         {
             if hold && !self.hold_announced {
@@ -494,7 +519,7 @@ impl Sync {
             Input::Received(bytes) => self.process_message(now, &bytes, &mut out),
             Input::Refresh(state, next) => self.process_refresh(now, state, next),
             Input::RequestBulk => self.request_bulk(now, false, &mut out),
-            Input::SendBulk => self.start_bulk(),
+            Input::SendBulk => self.start_bulk(BULK_UNSOLICITED),
             Input::Flushed => self.process_flushed(now, &mut out),
             Input::LinkUp => {
                 if !self.link_up {
@@ -700,6 +725,7 @@ impl Sync {
         add(&mut self.stats.window_evicted, self.window.len());
         self.window.clear();
         self.bulk_tx = None;
+        self.bulk_next = None;
         self.need_resync = true;
     }
 
@@ -776,6 +802,7 @@ impl Sync {
                 return;
             }
             peer.ack(repr.seq);
+            peer.last_rx = Some(now);
             let t = if peer.unacked >= ACK_EVERY {
                 now
             } else {
@@ -793,7 +820,7 @@ impl Sync {
         if self.need_resync && self.link_up && self.bulk_tx.is_none() {
             self.need_resync = false;
             self.stats.full_resyncs += 1;
-            self.start_bulk();
+            self.start_bulk(BULK_UNSOLICITED);
         }
         if repr.flags & FLAG_BULK != 0
             && let Want::Waiting { retry_at, .. } = &mut self.want
@@ -801,6 +828,11 @@ impl Sync {
             *retry_at = now + self.cfg.bulk_retry;
         }
         let sender = repr.node_id;
+        // The peer's ACK coalescing, to take out of our round trips.
+        let hold = repr.sections.iter().find_map(|x| match x {
+            Section::AckInfo(i) => Some(Duration::from_micros(u64::from(i.hold_us))),
+            _ => None,
+        });
         for section in repr.sections {
             match section {
                 Section::Insert(v) | Section::Update(v) => {
@@ -820,15 +852,24 @@ impl Sync {
                         self.apply_clear(c, out);
                     }
                 }
-                Section::BulkRequest => {
+                Section::BulkRequest(id) => {
                     self.stats.bulk_requests_received += 1;
-                    if self.bulk_tx.is_none() {
-                        self.start_bulk();
+                    match &self.bulk_tx {
+                        None => self.start_bulk(id),
+                        // A retry of the request being answered.
+                        Some(b) if b.request == id => {}
+                        // A new request (the peer restarted, or asked again): the bulk under
+                        // way may have begun before it was listening; a whole one follows.
+                        Some(_) => self.bulk_next = Some(id),
                     }
                 }
-                Section::BulkEnd(_) => {
+                Section::BulkEnd(_, req) => {
                     self.stats.bulk_ends_received += 1;
-                    if let Want::Waiting { hold, .. } = self.want {
+                    // Only the answer to our request (0: an older peer, which echoes none).
+                    let ours = |id: u32| req == id || req == 0;
+                    if let Want::Waiting { hold, id, .. } = self.want
+                        && ours(id)
+                    {
                         self.want = Want::Idle;
                         self.stats.last_bulk = Some(now);
                         out.push(Action::BulkDone);
@@ -853,10 +894,16 @@ impl Sync {
                         }
                     }
                     if let Some((_, at)) = newest {
-                        self.lag.round_trip.push(now.saturating_duration_since(at));
+                        let rtt = now.saturating_duration_since(at);
+                        self.lag
+                            .round_trip
+                            .push(rtt.saturating_sub(hold.unwrap_or_default()));
                     }
                 }
-                Section::ApplyTime(a) => self.lag.peer_apply = Some(a),
+                Section::AckInfo(i) => {
+                    self.lag.peer_apply = (i.apply_p50_us != wire::APPLY_UNKNOWN)
+                        .then_some((i.apply_p50_us, i.apply_p99_us));
+                }
                 Section::Nack(ranges) => {
                     self.stats.nacks_received += 1;
                     self.process_nack(now, &ranges, out);
@@ -954,7 +1001,7 @@ impl Sync {
         if lost && self.bulk_tx.is_none() {
             self.evicted_max = None;
             self.stats.full_resyncs += 1;
-            self.start_bulk();
+            self.start_bulk(BULK_UNSOLICITED);
         }
         self.flush(now, true, out);
     }
@@ -1078,8 +1125,8 @@ impl Sync {
 
     /// Our apply time (a message in → its states in our kernel), sent with our ACKs so the
     /// peer can estimate its lag end to end.
-    pub fn set_apply_time(&mut self, a: wire::ApplyTime) {
-        self.apply_time = Some(a);
+    pub fn set_apply_time(&mut self, p50_us: u32, p99_us: u32) {
+        self.apply_time = Some((p50_us, p99_us));
     }
 
     /// The sync lag estimate and its parts (see [`super::lag`]).
@@ -1227,9 +1274,9 @@ impl Sync {
                     None,
                     out,
                 ),
-                Item::BulkEnd(n) => self.send_seq(
+                Item::BulkEnd(n, req) => self.send_seq(
                     now,
-                    vec![Section::BulkEnd(n)],
+                    vec![Section::BulkEnd(n, req)],
                     FLAG_BULK,
                     vec![item],
                     retries,
@@ -1240,20 +1287,24 @@ impl Sync {
         }
     }
 
-    fn start_bulk(&mut self) {
+    fn start_bulk(&mut self, request: u32) {
         self.bulk_tx = Some(BulkTx {
             ids: self.table.keys().copied().collect(),
             pos: 0,
             sent: 0,
+            request,
         });
     }
 
     fn request_bulk(&mut self, now: Instant, hold: bool, out: &mut Vec<Action>) {
         let hold = hold || matches!(self.want, Want::Waiting { hold: true, .. });
+        self.bulk_requests = self.bulk_requests.wrapping_add(1);
+        let id = request_id(self.cfg.epoch, self.bulk_requests);
         self.want = Want::Waiting {
             hold,
             until: now + self.cfg.bulk_timeout,
             retry_at: now,
+            id,
         };
         self.poll_want(now, out);
     }
@@ -1272,6 +1323,7 @@ impl Sync {
             hold,
             until,
             retry_at,
+            id,
         } = self.want
         else {
             return;
@@ -1288,12 +1340,13 @@ impl Sync {
             return;
         }
         if self.link_up && now >= retry_at {
-            self.send_ctl(vec![Section::BulkRequest], out);
+            self.send_ctl(vec![Section::BulkRequest(id)], out);
             self.stats.bulk_requests_sent += 1;
             self.want = Want::Waiting {
                 hold,
                 until,
                 retry_at: now + self.cfg.bulk_retry,
+                id,
             };
         }
     }
@@ -1323,6 +1376,10 @@ impl Sync {
         } else {
             Vec::new()
         };
+        let hold = p
+            .last_rx
+            .filter(|_| !acks.is_empty())
+            .map(|t| now.saturating_duration_since(t));
         self.ack_at = (!p.to_ack.is_empty()).then_some(now);
         if acks.is_empty() && nacks.is_empty() {
             return;
@@ -1336,8 +1393,15 @@ impl Sync {
             self.stats.nacks_sent += 1;
             sections.push(Section::Nack(nacks));
         }
-        if let Some(a) = self.apply_time {
-            sections.push(Section::ApplyTime(a));
+        if let Some(hold) = hold {
+            let (p50, p99) = self
+                .apply_time
+                .unwrap_or((wire::APPLY_UNKNOWN, wire::APPLY_UNKNOWN));
+            sections.push(Section::AckInfo(wire::AckInfo {
+                hold_us: u32::try_from(hold.as_micros()).unwrap_or(u32::MAX),
+                apply_p50_us: p50,
+                apply_p99_us: p99,
+            }));
         }
         self.send_ctl(sections, out);
     }
@@ -1372,17 +1436,22 @@ impl Sync {
                     self.bulk_tx = Some(bulk);
                     break;
                 }
-                let n = bulk.sent;
+                let (n, req) = (bulk.sent, bulk.request);
                 self.send_seq(
                     now,
-                    vec![Section::BulkEnd(n)],
+                    vec![Section::BulkEnd(n, req)],
                     FLAG_BULK,
-                    vec![Item::BulkEnd(n)],
+                    vec![Item::BulkEnd(n, req)],
                     0,
                     None,
                     out,
                 );
                 self.stats.bulk_ends_sent += 1;
+                // A request that came in meanwhile gets a whole bulk of its own.
+                if let Some(next) = self.bulk_next.take() {
+                    self.start_bulk(next);
+                    continue;
+                }
                 break;
             }
             if packets >= self.cfg.max_packets_per_poll.max(1) || !self.bulk_can_send() {

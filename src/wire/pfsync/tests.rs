@@ -271,28 +271,29 @@ fn bad_record_values() {
     );
 }
 
-/// APPLY_TIME: action 9, one 8-byte record of two big-endian u32; any other count is refused.
+/// ACK_INFO: action 9, one 12-byte record of three big-endian u32; any other count is refused.
 #[test]
-fn apply_time_record() {
+fn ack_info_record() {
     let repr = Repr {
         flags: 0,
         node_id: 1,
         epoch: 1,
         seq: 1,
-        sections: vec![Section::ApplyTime(ApplyTime {
-            p50_us: 0x0102_0304,
-            p99_us: 7,
+        sections: vec![Section::AckInfo(AckInfo {
+            hold_us: 5000,
+            apply_p50_us: 0x0102_0304,
+            apply_p99_us: 7,
         })],
         skipped: 0,
     };
     let b = repr.to_bytes(None);
     assert_eq!(
         &b[HEADER_LEN..],
-        &hex("09 00 0008 0001 0000  01020304 00000007")[..]
+        &hex("09 00 000c 0001 0000  00001388 01020304 00000007")[..]
     );
     assert_eq!(super::parse(&b, None).unwrap(), repr);
     let mut two = b.clone();
-    two.extend_from_slice(&[0; 8]);
+    two.extend_from_slice(&[0; 12]);
     two[HEADER_LEN + 4..HEADER_LEN + 6].copy_from_slice(&2u16.to_be_bytes());
     let len = two.len() as u16;
     two[2..4].copy_from_slice(&len.to_be_bytes());
@@ -447,12 +448,19 @@ fn arb_section() -> impl Strategy<Value = Section> {
         )
         .prop_map(Section::Delete),
         proptest::collection::vec(any::<u32>(), 0..3).prop_map(Section::Clear),
-        Just(Section::BulkRequest),
-        any::<u32>().prop_map(Section::BulkEnd),
+        any::<u32>().prop_map(Section::BulkRequest),
+        (any::<u32>(), any::<u32>()).prop_map(|(n, id)| Section::BulkEnd(n, id)),
         proptest::collection::vec(arb_range(), 0..4).prop_map(Section::Ack),
         proptest::collection::vec(arb_range(), 0..4).prop_map(Section::Nack),
-        (any::<u32>(), any::<u32>())
-            .prop_map(|(p50_us, p99_us)| Section::ApplyTime(ApplyTime { p50_us, p99_us })),
+        (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+            |(hold_us, apply_p50_us, apply_p99_us)| {
+                Section::AckInfo(AckInfo {
+                    hold_us,
+                    apply_p50_us,
+                    apply_p99_us,
+                })
+            }
+        ),
     ]
 }
 
