@@ -75,6 +75,25 @@ fn master_pushes_to_backup_and_status_compares_both() {
     assert_eq!(st["local"]["vhids"].as_array().unwrap().len(), 2);
     assert_eq!(st["remote"]["vhids"][0]["state"], "BACKUP", "{st:#}");
     assert!(st["warnings"].as_array().unwrap().is_empty(), "{st:#}");
+    // Both nodes' state sync: running, and (once each has the other's bulk) failover-safe.
+    let t = std::time::Instant::now();
+    loop {
+        let st = ha_status(&l);
+        let safe = |side: &str| st[side]["state_sync"]["failover_safe"] == true;
+        assert_eq!(st["remote"]["state_sync"]["enabled"], true, "{st:#}");
+        if safe("local") && safe("remote") {
+            assert!(
+                st["local"]["state_sync"]["not_safe_because"] == json!([]),
+                "{st:#}"
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "never failover-safe: {st:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // By hand on fw2: an IP alias without a VHID (must survive syncs) and a drifted rule.
     let fw2_orig = xml(&l, Node::Fw2);

@@ -122,6 +122,7 @@ fn ssh_like_session_survives_pulling_the_masters_plug() {
         fw2["apply_ms"]["samples"].as_u64().unwrap_or(0) > 0,
         "{fw2}"
     );
+    assert_eq!(fw2["failover_safe"], true, "{fw2}");
     l.pull_plug(Node::Fw1).unwrap();
     let (ok, v) = result(client);
     assert!(ok, "session broke across the failover: {v}");
@@ -165,6 +166,11 @@ fn without_state_sync_the_session_stalls() {
         l.ctl(Node::Fw2, "pfsync.status", json!({})).unwrap()["enabled"],
         false
     );
+    let ha = l.ctl(Node::Fw1, "ha.status", json!({})).unwrap();
+    for side in ["local", "remote"] {
+        assert_eq!(ha[side]["state_sync"]["enabled"], false, "{ha:#}");
+        assert_eq!(ha[side]["state_sync"]["failover_safe"], false, "{ha:#}");
+    }
     let _srv = KillOnDrop(echo_server(&l, 7000));
     std::thread::sleep(Duration::from_millis(300));
     let client = sessions(&l, 7000, 1, 10, false);
@@ -292,6 +298,9 @@ fn wrong_pfsync_key_injects_nothing() {
     assert!(st["stats"]["bad_mac"].as_u64().unwrap() >= 1, "{st}");
     assert_eq!(st["kernel"]["injected"], 0, "{st}");
     assert!(fw2_conntrack(&l, 7000).is_empty());
+    // fw2 never got fw1's table: it says it is not safe to fail over to.
+    assert_eq!(st["failover_safe"], false, "{st}");
+    assert!(st["not_safe_because"].to_string().contains("bulk"), "{st}");
 }
 
 /// A UDP flow refreshes its conntrack timeout with every packet but raises no event; the peer's

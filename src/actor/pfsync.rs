@@ -107,6 +107,8 @@ pub struct Pfsync {
     apply_marks: std::collections::VecDeque<(u64, std::time::Instant)>,
     /// Our apply times (a received batch → its states in the kernel).
     apply: crate::proto::pfsync::lag::Samples,
+    /// When writing a peer state last failed.
+    last_inject_error: Option<std::time::Instant>,
     sock: Option<Rc<RawIp>>,
     /// Messages to the sender task.
     tx: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
@@ -362,6 +364,7 @@ impl Pfsync {
             ops_done: 0,
             apply_marks: std::collections::VecDeque::new(),
             apply: Default::default(),
+            last_inject_error: None,
             sock: None,
             tx: None,
             send_failed: Rc::default(),
@@ -717,8 +720,47 @@ impl Pfsync {
         });
     }
 
+    /// Why this node could not take over without losing sessions now (empty: it could): the
+    /// `failover_safe` flag of `pfsync.status` and `ha.status`.
+    fn not_safe_because(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.injector.is_none() {
+            why.push("state sync is not running (see kernel.last_error)".to_string());
+            return why;
+        }
+        if !self.machine.link_up() {
+            why.push(format!("the sync link {} is down", self.spec.device));
+        }
+        if self.machine.bulk_pending() {
+            why.push("the bulk from the peer is not complete".to_string());
+        } else if !self.peer_bulk_done {
+            why.push("no complete bulk from the peer since start (it did not answer)".to_string());
+        }
+        if self.ops_in_flight > 0 && self.catch_up_owed && !self.machine.bulk_pending() {
+            why.push(format!(
+                "{} of the peer's states still being written into the kernel",
+                self.ops_in_flight
+            ));
+        }
+        if let Some((_, p99)) = self.apply.p50_p99()
+            && p99 > 100_000
+        {
+            why.push(format!(
+                "writing the peer's states takes {:.0} ms (p99)",
+                f64::from(p99) / 1000.0
+            ));
+        }
+        if let Some(at) = self.last_inject_error
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            why.push("some of the peer's states failed to go into the kernel in the last minute (see kernel.last_error)".to_string());
+        }
+        why
+    }
+
     fn status(&self) -> Value {
         let st = self.machine.stats();
+        let why = self.not_safe_because();
         let mut kernel = self.kstats.clone();
         kernel.send_errors = self.send_failed.get();
         json!({
@@ -736,6 +778,8 @@ impl Pfsync {
             "kernel": kernel,
             "lag": self.machine.lag(),
             "apply_ms": self.apply.summary(),
+            "failover_safe": why.is_empty(),
+            "not_safe_because": why,
         })
     }
 }
@@ -1004,6 +1048,9 @@ impl Handler<InjectedMsg> for Pfsync {
         }
         self.kstats.injected += r.upserted as u64;
         self.kstats.inject_errors += bad as u64;
+        if bad > 0 {
+            self.last_inject_error = Some(std::time::Instant::now());
+        }
         self.kstats.removed += r.deleted as u64;
         self.kstats.remove_errors += r.delete_errors as u64;
         if let Some(first) = r.upsert_errors.first() {

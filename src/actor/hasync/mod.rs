@@ -355,6 +355,21 @@ impl HaSync {
         let sup = self.sup.clone();
         async move {
             let carp = sup.send(CarpStatusAllMsg).await.unwrap_or(Json::Null);
+            let state_sync = match sup.send(crate::supervisor::PfsyncAddrMsg).await {
+                Ok(Some(a)) => match a.send(crate::actor::pfsync::PfsyncStatusMsg).await {
+                    Ok(st) => json!({
+                        "enabled": true,
+                        "failover_safe": st["failover_safe"],
+                        "not_safe_because": st["not_safe_because"],
+                        "states": st["states"],
+                        "lag_estimate_ms": st["lag"]["estimate_ms"],
+                    }),
+                    Err(e) => json!({"enabled": true, "failover_safe": false,
+                                     "not_safe_because": [format!("state sync actor: {e}")]}),
+                },
+                _ => json!({"enabled": false, "failover_safe": false,
+                            "not_safe_because": ["state sync is not configured (hasync/pfsyncinterface)"]}),
+            };
             let vhids: Vec<Json> = carp["vhids"]
                 .as_array()
                 .map(|a| {
@@ -377,6 +392,7 @@ impl HaSync {
                 "digests": sync::section_digests(&cfg, &sections, master),
                 "interfaces": sync::interface_networks(&cfg),
                 "pfsync": {"interface": cfg.hasync.pfsync_interface, "peer": cfg.hasync.pfsync_peer},
+                "state_sync": state_sync,
             })
         }
     }
