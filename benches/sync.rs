@@ -386,7 +386,18 @@ fn lag_and_steps(
         let n = rate as u32; // one second's worth
         let range = *next..*next + n;
         *next += n;
+        let mono = || {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime writes only into the timespec passed, which lives here.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+            ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+        };
+        let t0 = mono();
         let (sent, failed) = inject(lab, Node::Fw1, range.clone(), rate)?;
+        eprintln!("rate {rate}: monotonic {t0:.3} .. {:.3}", mono());
         let took = sent
             .last()
             .zip(sent.first())
@@ -592,6 +603,17 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
     wait_carp(&lab, Node::Fw1, "MASTER", Duration::from_secs(15))?;
     wait_carp(&lab, Node::Fw2, "BACKUP", Duration::from_secs(10))?;
     let mut next = 0u32;
+    if let Some(v) = std::env::var_os("SYNC_BENCH_STEPS") {
+        // Development loop: the lag and the rate steps only, on fresh tables ("after-flush":
+        // after 100k states were synced and flushed, as in the full run).
+        if v == "after-flush" {
+            let fw2_count = || kernel_count(&lab, Node::Fw2).unwrap_or(0);
+            fill(&lab, &mut next, BULK_N, fw2_count)?;
+            lab.run(Node::Fw1, &["conntrack", "-F"])?;
+            let _ = wait_for("fw2 emptied", Duration::from_secs(30), || fw2_count() < 100);
+        }
+        return lag_and_steps(&lab, r, &mut next, true, true);
+    }
     lag_and_steps(&lab, r, &mut next, true, false)?;
     let fw2_count = || kernel_count(&lab, Node::Fw2).unwrap_or(0);
     let target = next.max(10_000);
