@@ -640,6 +640,17 @@ fn run_tandem(r: &mut Results) -> anyhow::Result<()> {
         rss_kb(tandem_pid(&lab, Node::Fw1)),
         rss_kb(tandem_pid(&lab, Node::Fw2)),
     );
+    // The figure above is taken the moment fw2 has them all, while its last writes may still
+    // be queued; what it settles to 2 s later is noted too.
+    std::thread::sleep(Duration::from_secs(2));
+    let settled = (
+        rss_kb(tandem_pid(&lab, Node::Fw1)),
+        rss_kb(tandem_pid(&lab, Node::Fw2)),
+    );
+    r.notes.push(format!(
+        "tandem RSS fw1 / fw2 at 100k states 2 s later, kB: {} / {} ({} / {})",
+        settled.0.0, settled.1.0, settled.0.1, settled.1.1
+    ));
     let n = kernel_count(&lab, Node::Fw1)?.min(next as usize);
     eprintln!("fw1 {n} bench states, fw2 {}", fw2_count());
 

@@ -2,6 +2,7 @@
 pub mod announce;
 pub mod atomic;
 pub mod conntrack;
+pub mod memory;
 pub mod netlink;
 pub mod nft;
 pub mod rawip;
