@@ -80,6 +80,28 @@ fn fw2_conntrack(l: &Lab, port: u16) -> Vec<String> {
         .collect()
 }
 
+/// A UDP state 192.168.1.100:`sport` -> 172.18.0.250:`dport` with `timeout` seconds, made in
+/// `fw`'s kernel with conntrack(8).
+fn udp_state(l: &Lab, fw: Node, sport: &str, dport: &str, timeout: &str) {
+    let args = [
+        "conntrack",
+        "-I",
+        "-p",
+        "udp",
+        "-s",
+        "192.168.1.100",
+        "-d",
+        "172.18.0.250",
+        "--sport",
+        sport,
+        "--dport",
+        dport,
+        "-t",
+        timeout,
+    ];
+    l.run(fw, &args).unwrap();
+}
+
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
@@ -400,26 +422,7 @@ fn a_restarted_backup_keeps_the_peers_states_as_the_peers() {
     // NEW events were off while the bulk came in, and are on again: a state created on fw2 now
     // reaches fw1 at once (not only with the next refresh dump, ≥ 5 s away).
     assert_eq!(st["kernel"]["new_events_paused"], 1, "{st}");
-    l.run(
-        Node::Fw2,
-        &[
-            "conntrack",
-            "-I",
-            "-p",
-            "udp",
-            "-s",
-            "192.168.1.100",
-            "-d",
-            "172.18.0.250",
-            "--sport",
-            "5000",
-            "--dport",
-            "7790",
-            "-t",
-            "120",
-        ],
-    )
-    .unwrap();
+    udp_state(&l, Node::Fw2, "5000", "7790", "120");
     wait_until(
         "fw2's new state on fw1",
         Duration::from_millis(1500),
@@ -529,26 +532,7 @@ fn a_state_that_ends_without_an_event_is_removed_on_both_nodes() {
         &["sysctl", "-qw", "net.netfilter.nf_conntrack_events=0"],
     )
     .unwrap();
-    l.run(
-        Node::Fw1,
-        &[
-            "conntrack",
-            "-I",
-            "-p",
-            "udp",
-            "-s",
-            "192.168.1.100",
-            "-d",
-            "172.18.0.250",
-            "--sport",
-            "5001",
-            "--dport",
-            "7781",
-            "-t",
-            "600",
-        ],
-    )
-    .unwrap();
+    udp_state(&l, Node::Fw1, "5001", "7781", "600");
     l.run(
         Node::Fw1,
         &["sysctl", "-qw", "net.netfilter.nf_conntrack_events=2"],

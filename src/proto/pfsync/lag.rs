@@ -85,7 +85,7 @@ fn ms(us: u32) -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     /// Our change → in the peer's kernel, ms (`None` until we sent and the peer ACKed).
-    pub estimate_ms: Option<Estimate>,
+    pub estimate_ms: Option<Pair>,
     pub send_wait_ms: Option<Summary>,
     pub round_trip_ms: Option<Summary>,
     /// Our change → the peer's ACK (an upper bound, with the peer's ACK coalescing).
@@ -94,12 +94,7 @@ pub struct Report {
     pub peer_apply_ms: Option<Pair>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Estimate {
-    pub p50: f64,
-    pub p99: f64,
-}
-
+/// A p50 and a p99, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Pair {
     pub p50: f64,
@@ -122,7 +117,7 @@ impl Lag {
         let rtt = self.round_trip.percentiles();
         let (a50, a99) = self.peer_apply.unwrap_or_default();
         let estimate_ms = match (send, rtt) {
-            (Some((s50, s99, _)), Some((r50, r99, _))) => Some(Estimate {
+            (Some((s50, s99, _)), Some((r50, r99, _))) => Some(Pair {
                 p50: (f64::from(s50) + f64::from(r50) / 2.0 + f64::from(a50)) / 1000.0,
                 p99: (f64::from(s99) + f64::from(r99) / 2.0 + f64::from(a99)) / 1000.0,
             }),
@@ -170,13 +165,10 @@ mod tests {
         lag.send_wait.push(Duration::from_micros(2000));
         assert!(lag.report().estimate_ms.is_none(), "no round trip yet");
         lag.round_trip.push(Duration::from_micros(400));
-        assert_eq!(
-            lag.report().estimate_ms,
-            Some(Estimate { p50: 2.2, p99: 2.2 })
-        );
+        assert_eq!(lag.report().estimate_ms, Some(Pair { p50: 2.2, p99: 2.2 }));
         lag.peer_apply = Some((100, 900));
         let r = lag.report();
-        assert_eq!(r.estimate_ms, Some(Estimate { p50: 2.3, p99: 3.1 }));
+        assert_eq!(r.estimate_ms, Some(Pair { p50: 2.3, p99: 3.1 }));
         assert_eq!(r.peer_apply_ms, Some(Pair { p50: 0.1, p99: 0.9 }));
     }
 }
