@@ -99,8 +99,6 @@ pub struct Pfsync {
     injector: Option<Injector>,
     /// Kernel writes waiting for the end of the current turn.
     pending_ops: Vec<Op>,
-    /// The most kernel writes queued at once since the last trim (see `TRIM_AFTER`).
-    peak_in_flight: usize,
     /// Kernel writes submitted and reported done, since start.
     ops_submitted: u64,
     ops_done: u64,
@@ -326,9 +324,6 @@ const REFRESH_MIN: Duration = Duration::from_secs(5);
 /// How long after our bulk ended NEW events may stay off while the workers still inject it.
 const INJECT_GRACE: Duration = Duration::from_secs(30);
 
-/// A backlog of this many kernel writes, once written, makes the heap be trimmed.
-const TRIM_AFTER: usize = 10_000;
-
 /// Received batches whose apply time is still being timed (older ones are dropped).
 const APPLY_MARKS: usize = 4096;
 
@@ -366,7 +361,6 @@ impl Pfsync {
             injector: None,
             pending_ops: Vec::new(),
             ops_submitted: 0,
-            peak_in_flight: 0,
             ops_done: 0,
             apply_marks: std::collections::VecDeque::new(),
             apply: Default::default(),
@@ -532,7 +526,6 @@ impl Pfsync {
         if !self.pending_ops.is_empty() {
             self.ops_in_flight += self.pending_ops.len();
             self.ops_submitted += self.pending_ops.len() as u64;
-            self.peak_in_flight = self.peak_in_flight.max(self.ops_in_flight);
             inj.submit(std::mem::take(&mut self.pending_ops));
         }
     }
@@ -1056,12 +1049,6 @@ impl Handler<InjectedMsg> for Pfsync {
         let done = r.upserted + bad + r.deleted + r.delete_errors;
         self.ops_in_flight = self.ops_in_flight.saturating_sub(done);
         self.ops_done += done as u64;
-        if self.ops_in_flight == 0 && self.peak_in_flight >= TRIM_AFTER {
-            // A backlog of kernel writes (a bulk) is done: its queued entries were freed, but
-            // malloc keeps the pages. Give them back.
-            self.peak_in_flight = 0;
-            crate::sys::memory::trim();
-        }
         let mut timed = false;
         while let Some(&(n, read_at)) = self.apply_marks.front() {
             if n > self.ops_done {

@@ -35,6 +35,11 @@ pub struct Report {
 /// Most operations the worker takes into one round (it merges what queued up meanwhile).
 const MAX_ROUND: usize = 16_384;
 
+/// Once this many writes were done since the last trim and nothing more is queued (a bulk is
+/// in), the heap is trimmed: the queued entries were freed here, but malloc keeps the pages
+/// (fw2 stayed at 53 MB after a 100k bulk instead of 43 MB).
+const TRIM_AFTER: usize = 10_000;
+
 pub struct Injector {
     tx: mpsc::UnboundedSender<Vec<Op>>,
     portid: u32,
@@ -95,6 +100,7 @@ fn worker(
             return;
         }
         // Ends when the Injector (every sender) is dropped.
+        let mut since_trim = 0;
         while let Some(mut ops) = rx.recv().await {
             while ops.len() < MAX_ROUND {
                 match rx.try_recv() {
@@ -137,7 +143,12 @@ fn worker(
                     }
                 }
             }
+            since_trim += rep.upserted + rep.upsert_errors.len() + rep.deleted + rep.delete_errors;
             report(rep);
+            if since_trim >= TRIM_AFTER && rx.is_empty() {
+                since_trim = 0;
+                crate::sys::memory::trim();
+            }
         }
     });
 }
