@@ -456,6 +456,27 @@ fn a_restarted_backup_keeps_the_peers_states_as_the_peers() {
 fn a_peer_state_that_ended_while_the_backup_was_down_is_removed_there() {
     let l = lab("e", default_opts());
     settled_pair(&l);
+    // Someone deletes the label table (as `nft flush ruleset` would): the next refresh must
+    // find it gone and load it again, or the entries below carry no label and the crash
+    // cleanup cannot tell them from fw2's own.
+    l.run(
+        Node::Fw2,
+        &["nft", "delete", "table", "inet", "tandem_pfsync"],
+    )
+    .unwrap();
+    wait_until(
+        "the label table loaded again on fw2",
+        Duration::from_secs(15),
+        || {
+            l.ctl(Node::Fw2, "pfsync.status", json!({}))
+                .is_ok_and(|s| s["kernel"]["label_table_reloads"].as_u64() == Some(1))
+        },
+    );
+    l.run(
+        Node::Fw2,
+        &["nft", "list", "table", "inet", "tandem_pfsync"],
+    )
+    .expect("the label table is back");
     let insert = |port: &str| {
         l.run(
             Node::Fw1,

@@ -86,8 +86,11 @@ pub struct KernelStats {
     /// a restart of ours: it ended while we were down).
     pub stale_removed: u64,
     /// Peer states are written with the peer label (`ct label 127`): the label table (which
-    /// makes the kernel keep labels) loaded at start.
+    /// makes the kernel keep labels) is loaded (at start, and found there at the last refresh).
     pub peer_label: bool,
+    /// Times the label table was found missing at a refresh (deleted by someone else, e.g.
+    /// `nft flush ruleset`) and loaded again.
+    pub label_table_reloads: u64,
 }
 
 pub struct Pfsync {
@@ -311,6 +314,11 @@ enum DumpKind {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct DumpChunkMsg(DumpKind, Vec<Entry>);
+
+/// What the check of the label table before a refresh dump found.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LabelTableMsg(Result<crate::sys::nft::Ensured, String>);
 
 /// A table dump ended (after `took`).
 #[derive(Message)]
@@ -711,6 +719,13 @@ impl Pfsync {
         let spawned = std::thread::Builder::new().name("ct-dump".into()).spawn({
             let addr = addr.clone();
             move || {
+                // The label table first (an admin's `nft flush ruleset` takes it with
+                // everything else; entries written without it carry no peer label).
+                if kind == DumpKind::Refresh {
+                    let r = crate::sys::nft::ensure(&crate::proto::nft::pfsync_labels())
+                        .map_err(|e| e.to_string());
+                    addr.do_send(LabelTableMsg(r));
+                }
                 let t0 = std::time::Instant::now();
                 let r = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -930,6 +945,38 @@ impl Handler<DumpChunkMsg> for Pfsync {
             actions.extend(self.machine.handle(now, input));
         }
         self.run(actions, ctx);
+    }
+}
+
+impl Handler<LabelTableMsg> for Pfsync {
+    type Result = ();
+    fn handle(&mut self, m: LabelTableMsg, _: &mut Context<Self>) {
+        use crate::sys::nft::Ensured;
+        let table = format!("inet {}", crate::proto::nft::PFSYNC_TABLE);
+        match m.0 {
+            Ok(Ensured::Present) => {}
+            Ok(Ensured::Reloaded) => {
+                self.kstats.label_table_reloads += 1;
+                tracing::warn!(
+                    "the label table {table} was missing (deleted outside tandem?) and is loaded \
+                     again; the peer's states written meanwhile carry no peer label"
+                );
+            }
+            Err(e) => {
+                if self.kstats.peer_label {
+                    tracing::warn!(
+                        "the label table {table} is missing and cannot be loaded ({e}): peer \
+                         states will not carry the peer label"
+                    );
+                }
+                self.kstats.peer_label = false;
+                return;
+            }
+        }
+        if !self.kstats.peer_label {
+            tracing::info!("the label table {table} is loaded: peer states carry the peer label");
+        }
+        self.kstats.peer_label = true;
     }
 }
 

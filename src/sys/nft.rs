@@ -103,6 +103,27 @@ pub fn list_table(t: TableId) -> Result<Option<String>, Error> {
     }
 }
 
+/// What [`ensure`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ensured {
+    /// Every table `rs` owns was there; nothing was loaded.
+    Present,
+    /// At least one was missing (someone deleted it, `nft flush ruleset`): `rs` was loaded again.
+    Reloaded,
+}
+
+/// Loads `rs` again if any table it owns is missing. Only presence is checked (nft prints a
+/// table back normalised, not as it was given).
+pub fn ensure(rs: &Ruleset) -> Result<Ensured, Error> {
+    for t in &rs.owned {
+        if list_table(*t)?.is_none() {
+            load(rs)?;
+            return Ok(Ensured::Reloaded);
+        }
+    }
+    Ok(Ensured::Present)
+}
+
 /// Every table the ruleset owns, listed (absent tables skipped), concatenated.
 pub fn list(rs: &Ruleset) -> Result<String, Error> {
     let mut out = String::new();
