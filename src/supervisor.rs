@@ -809,13 +809,24 @@ impl Handler<ShutdownMsg> for Supervisor {
             .collect();
         Box::pin(
             async move {
+                // Each step's time is logged: a slow stop names the actor that held it up.
+                let t0 = std::time::Instant::now();
+                let mut took: Vec<(&str, Duration)> = Vec::new();
+                let mut mark = t0;
+                let mut step = |name: &'static str| {
+                    let now = std::time::Instant::now();
+                    took.push((name, now - mark));
+                    mark = now;
+                };
                 // The control socket goes first: no new requests while the rest stops.
                 if let Some(c) = control {
                     let _ = tokio::time::timeout(Duration::from_millis(500), c.send(StopMsg)).await;
                 }
+                step("control");
                 if let Some(h) = hasync {
                     let _ = tokio::time::timeout(Duration::from_millis(500), h.send(StopMsg)).await;
                 }
+                step("hasync");
                 // CARP next: each VHID bows out (the peer takes over at once) and drops its VIPs.
                 // Plugins stop meanwhile (SIGTERM, SIGKILL after 2 s), not delaying the handover.
                 let bows = carps
@@ -828,20 +839,40 @@ impl Handler<ShutdownMsg> for Supervisor {
                     }
                 };
                 futures::future::join(futures::future::join_all(bows), plugins_stopped).await;
+                step("carp+plugins");
                 if let Some(a) = sync {
                     let _ = tokio::time::timeout(Duration::from_millis(300), a.send(StopMsg)).await;
                 }
+                step("pfsync");
                 if let Some(d) = dhcp {
                     let _ =
                         tokio::time::timeout(Duration::from_millis(1500), d.send(StopMsg)).await;
                 }
+                step("dhcp");
                 for a in tables {
                     let _ = tokio::time::timeout(Duration::from_millis(500), a.send(StopMsg)).await;
                 }
+                step("nft");
                 for a in ifaces {
                     let _ = tokio::time::timeout(Duration::from_millis(500), a.send(StopMsg)).await;
                 }
+                step("interfaces");
                 let _ = tokio::time::timeout(Duration::from_millis(500), store.send(StopMsg)).await;
+                step("store");
+                let steps: Vec<String> = took
+                    .iter()
+                    .filter(|(_, d)| *d >= Duration::from_millis(1))
+                    .map(|(n, d)| format!("{n} {} ms", d.as_millis()))
+                    .collect();
+                tracing::info!(
+                    "stopped in {} ms ({})",
+                    t0.elapsed().as_millis(),
+                    if steps.is_empty() {
+                        "every step under 1 ms".to_string()
+                    } else {
+                        steps.join(", ")
+                    }
+                );
             }
             .into_actor(self)
             .map(|_, _, ctx| {

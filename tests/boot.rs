@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::{Daemon, Netns, TempDir, repo_file};
+use common::{Daemon, Netns, TempDir, flush_disk, repo_file};
 use serde_json::{Value, json};
 
 fn master() -> std::path::PathBuf {
@@ -52,9 +52,14 @@ fn boot_master_example_then_sigterm() {
     assert_eq!(lan["link"], "up");
     assert_eq!(lan["configured"], json!(["192.168.1.10/24"]));
 
+    flush_disk();
     let (status, took) = d.stop(15);
     assert!(status.success(), "exit status {status:?}\n{}", d.log_text());
-    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "SIGTERM took {took:?}\n{}",
+        d.log_text()
+    );
     assert!(!d.socket.exists(), "socket left behind");
 }
 
