@@ -104,11 +104,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr at `RUST_LOG`'s levels (`info` when unset): `target=level` pairs and a bare
+/// default level, comma-separated (`info,tandem::actor::pfsync=debug`). `Targets`, not
+/// `EnvFilter`: no span-field filters, and no regex engine in the binary (~1 MB of text that
+/// every node kept resident for parsing one string at start).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let mut bad = None;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => v
+            .parse::<tracing_subscriber::filter::Targets>()
+            .unwrap_or_else(|e| {
+                bad = Some(format!(
+                    "RUST_LOG={v:?} is not understood ({e}); logging at info"
+                ));
+                info_level()
+            }),
+        _ => info_level(),
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
+    if let Some(b) = bad {
+        tracing::warn!("{b}");
+    }
+}
+
+fn info_level() -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
 }
