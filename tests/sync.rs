@@ -401,12 +401,58 @@ fn a_restarted_backup_keeps_the_peers_states_as_the_peers() {
     wait_until("NAT state on fw2", Duration::from_secs(5), nat_on_fw2);
     l.stop_node(Node::Fw2, Signal::SIGTERM).unwrap();
     assert!(nat_on_fw2(), "the kernel entry went with the daemon");
+    // 3,000 more states made on fw1 while fw2 is down: they come in fw2's bulk, more than the
+    // 1,000 queued writes that count as "not failover-safe".
+    let many: String = (0..3000)
+        .map(|i| {
+            format!(
+                "-I -p udp -s 192.168.1.100 -d 172.18.0.250 --sport {} --dport 7795 -t 600\n",
+                20000 + i
+            )
+        })
+        .collect();
+    let mut load = Command::new("ip")
+        .args(["netns", "exec", &l.ns(Node::Fw1), "conntrack", "-R", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut load.stdin.take().unwrap(), many.as_bytes()).unwrap();
+    assert!(load.wait().unwrap().success());
+    wait_until(
+        "fw1 knows its 3,000 new states",
+        Duration::from_secs(10),
+        || {
+            l.ctl(Node::Fw1, "pfsync.status", json!({}))
+                .is_ok_and(|v| v["states"].as_u64().unwrap_or(0) >= 3001)
+        },
+    );
     l.start_node(Node::Fw2).unwrap();
     // The bulk is in and the table read (the catch-up dump follows the bulk at once).
     wait_until("fw2's bulk", Duration::from_secs(10), || {
         l.ctl(Node::Fw2, "pfsync.status", json!({}))
             .is_ok_and(|s| s["kernel"]["bulk_done_unix_ms"].is_u64() && s["bulk_pending"] == false)
     });
+    // Once the bulk is written, fw2 says it can take over (the flag must not stay down after a
+    // big bulk: the review of session 4 found it stuck on the bulk's apply times).
+    wait_until(
+        "fw2 failover-safe after the bulk",
+        Duration::from_secs(5),
+        || {
+            l.ctl(Node::Fw2, "pfsync.status", json!({})).is_ok_and(|s| {
+                s["failover_safe"] == true && s["states"].as_u64().unwrap_or(0) >= 3001
+            })
+        },
+    );
+    let in_kernel = l
+        .run(
+            Node::Fw2,
+            &["conntrack", "-L", "-p", "udp", "--dport", "7795"],
+        )
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert_eq!(in_kernel, 3000, "fw2's kernel table after the bulk");
     std::thread::sleep(Duration::from_secs(1));
     let origin = |fw: Node| {
         let v = l
