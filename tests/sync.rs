@@ -631,3 +631,57 @@ fn a_state_that_ends_without_an_event_is_removed_on_both_nodes() {
     let st = l.ctl(Node::Fw1, "pfsync.status", json!({})).unwrap();
     assert_eq!(st["stats"]["swept_local"], 1, "{st}");
 }
+
+/// fw1's state sync stops transmitting while CARP and everything else run on (opnsense/src#316:
+/// one node never sent pfsync and nobody noticed). An idle pair still exchanges a heartbeat a
+/// second, so fw2 must notice within a few seconds and say it is not failover-safe, and be safe
+/// again once fw1's messages come through.
+#[test]
+fn a_peer_whose_sync_stops_sending_is_noticed() {
+    let l = lab("h", default_opts());
+    settled_pair(&l);
+    let st = |fw: Node| l.ctl(fw, "pfsync.status", json!({})).unwrap_or_default();
+    wait_until("fw2 failover-safe", Duration::from_secs(10), || {
+        st(Node::Fw2)["failover_safe"] == true
+    });
+    let heard = st(Node::Fw2)["peer_heard_ms_ago"].as_u64();
+    assert!(heard.is_some_and(|ms| ms < 1500), "heard {heard:?} ms ago");
+    // fw1's sync messages go nowhere from now on.
+    for args in [
+        vec!["nft", "add", "table", "inet", "mute"],
+        vec![
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "mute",
+            "out",
+            "{ type filter hook output priority 0 ; }",
+        ],
+        vec![
+            "nft", "add", "rule", "inet", "mute", "out", "ip", "protocol", "240", "drop",
+        ],
+    ] {
+        l.run(Node::Fw1, &args).unwrap();
+    }
+    wait_until("fw2 notices the silence", Duration::from_secs(6), || {
+        let s = st(Node::Fw2);
+        s["failover_safe"] == false
+            && s["not_safe_because"].as_array().is_some_and(|w| {
+                w.iter()
+                    .any(|r| r.as_str().is_some_and(|r| r.contains("nothing heard")))
+            })
+    });
+    let s = st(Node::Fw2);
+    assert_eq!(s["peer_silent"], true, "{s}");
+    assert_eq!(s["stats"]["peer_silences"], 1, "{s}");
+    assert!(s["peer_heard_ms_ago"].as_u64().unwrap_or(0) >= 3000, "{s}");
+    // fw1 itself still hears fw2.
+    assert_eq!(st(Node::Fw1)["peer_silent"], false);
+    l.run(Node::Fw1, &["nft", "delete", "table", "inet", "mute"])
+        .unwrap();
+    wait_until("fw2 safe again", Duration::from_secs(4), || {
+        st(Node::Fw2)["failover_safe"] == true
+    });
+    assert_eq!(st(Node::Fw2)["peer_silent"], false);
+}

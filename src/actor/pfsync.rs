@@ -490,6 +490,17 @@ impl Pfsync {
                         timeout: Some(Duration::from_secs(12)),
                     });
                 }
+                Action::PeerSilent(d) => tracing::warn!(
+                    peer = %self.dst(),
+                    "nothing heard from the peer's state sync for {:.1} s while the sync link \
+                     is up: states it makes now do not reach us (not failover-safe)",
+                    d.as_secs_f64()
+                ),
+                Action::PeerBack(d) => tracing::info!(
+                    peer = %self.dst(),
+                    "the peer's state sync is heard again after {:.1} s of silence",
+                    d.as_secs_f64()
+                ),
             }
         }
         self.submit_ops();
@@ -767,6 +778,15 @@ impl Pfsync {
         if !self.machine.link_up() {
             why.push(format!("the sync link {} is down", self.spec.device));
         }
+        if self.machine.link_up()
+            && self.machine.peer_silent()
+            && let Some(t) = self.machine.last_heard()
+        {
+            why.push(format!(
+                "nothing heard from the peer for {} s (its state sync may have stopped)",
+                clock::now().saturating_duration_since(t).as_secs()
+            ));
+        }
         if self.machine.bulk_pending() {
             why.push("the bulk from the peer is not complete".to_string());
         } else if !self.peer_bulk_done {
@@ -804,6 +824,11 @@ impl Pfsync {
             "bulk_pending": self.machine.bulk_pending(),
             "bulk_sending": self.machine.bulk_sending(),
             "link_up": self.machine.link_up(),
+            "peer_heard_ms_ago": self
+                .machine
+                .last_heard()
+                .map(|t| clock::now().saturating_duration_since(t).as_millis() as u64),
+            "peer_silent": self.machine.peer_silent(),
             "stats": st,
             "kernel": kernel,
             "lag": self.machine.lag(),

@@ -39,6 +39,9 @@
 //!   sequenced: it carries data and the receiver tracks, ACKs and NACKs its sequence number;
 //!   ACK/NACK-only messages are unsequenced, so ACKs are never ACKed), [`FLAG_BULK`] (part of an
 //!   answer to a bulk request).
+//! * A message may carry no section at all: the heartbeat, unsequenced, that a node sends after
+//!   a second with nothing else to send (its sequence number is the sender's next, so a lost
+//!   last message is noticed; the receiver takes three quiet seconds as a silent peer).
 //! * Length is the whole message, header included; bytes after it are ignored.
 //! * The MAC is computed over the `Length` bytes with the MAC field set to zero.
 //! * All integers are big-endian.

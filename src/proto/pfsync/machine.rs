@@ -363,6 +363,11 @@ pub struct Sync {
     lag: Lag,
     /// Our apply time, sent with our ACKs (set by the actor).
     apply_time: Option<(u32, u32)>,
+    /// When we last sent anything (the heartbeat goes out after [`Config::heartbeat`] of quiet).
+    last_sent: Instant,
+    /// When a valid message of the peer's last came, and whether it has been silent since.
+    last_heard: Option<Instant>,
+    peer_silent: bool,
     stats: Stats,
 }
 
@@ -402,6 +407,9 @@ impl Sync {
             bulk_next: None,
             lag: Lag::default(),
             apply_time: None,
+            last_sent: now,
+            last_heard: None,
+            peer_silent: false,
             stats: Stats::default(),
         };
         s.refresh_stats();
@@ -454,6 +462,16 @@ impl Sync {
         self.link_up
     }
 
+    /// When the last valid message from the peer came (none yet: `None`).
+    pub fn last_heard(&self) -> Option<Instant> {
+        self.last_heard
+    }
+
+    /// The peer sent nothing for [`Config::peer_silent_after`] (link up), and nothing since.
+    pub fn peer_silent(&self) -> bool {
+        self.peer_silent
+    }
+
     /// Counts a message the actor dropped before it reached the machine (e.g. TTL not 255).
     pub fn count_drop(&mut self, reason: DropReason) {
         self.stats.count(reason);
@@ -501,6 +519,12 @@ impl Sync {
             }
             if self.bulk_ready() {
                 at_least(now);
+            }
+            at_least(self.last_sent + self.cfg.heartbeat);
+            if let Some(t) = self.last_heard
+                && !self.peer_silent
+            {
+                at_least(t + self.cfg.peer_silent_after);
             }
         }
         at
@@ -561,9 +585,27 @@ impl Sync {
             }
             self.poll_resends(now, &mut out);
             self.poll_bulk(now, &mut out);
+            self.poll_heartbeat(now, &mut out);
         }
         self.refresh_stats();
         out
+    }
+
+    /// An empty message after a quiet [`Config::heartbeat`] (the peer can tell "nothing to
+    /// sync" from "sync stopped"), and the peer's silence noticed.
+    fn poll_heartbeat(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if now >= self.last_sent + self.cfg.heartbeat {
+            self.stats.heartbeats_sent += 1;
+            self.send_ctl(Vec::new(), out);
+        }
+        if let Some(t) = self.last_heard
+            && !self.peer_silent
+            && now >= t + self.cfg.peer_silent_after
+        {
+            self.peer_silent = true;
+            self.stats.peer_silences += 1;
+            out.push(Action::PeerSilent(now.saturating_duration_since(t)));
+        }
     }
 
     // ----- local events -----
@@ -784,6 +826,14 @@ impl Sync {
             self.stats.count(DropReason::FromSelf);
             return;
         }
+        if self.peer_silent {
+            self.peer_silent = false;
+            let since = self
+                .last_heard
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            out.push(Action::PeerBack(since));
+        }
+        self.last_heard = Some(now);
         let nack_at = now + self.cfg.ack_delay;
         let sequenced = repr.flags & FLAG_SEQ != 0;
         let fresh = self
@@ -1092,6 +1142,7 @@ impl Sync {
         };
         out.push(Action::Send(repr.to_bytes(self.key())));
         self.stats.sent_packets += 1;
+        self.last_sent = now;
         self.window.insert(
             k,
             Sent {
@@ -1121,6 +1172,7 @@ impl Sync {
         };
         out.push(Action::Send(repr.to_bytes(self.key())));
         self.stats.sent_packets += 1;
+        self.last_sent = self.last_now;
     }
 
     /// Our apply time (a message in → its states in our kernel), sent with our ACKs so the

@@ -109,6 +109,12 @@ pub struct Config {
     pub tombstone_ttl: Duration,
     /// Tombstones kept at most (oldest evicted first): 65536.
     pub max_tombstones: usize,
+    /// With nothing else to send for this long, an empty message goes out (it also carries our
+    /// next sequence number, so a lost last message is noticed): 1 s.
+    pub heartbeat: Duration,
+    /// Nothing valid from the peer for this long, link up: the peer's sync is taken as silent
+    /// ([`Action::PeerSilent`]): 3 s.
+    pub peer_silent_after: Duration,
     /// Random per start: lets the peer see that we restarted.
     pub epoch: u32,
     /// Our first sequence number (random per start).
@@ -138,6 +144,8 @@ impl Config {
             bulk_timeout: Duration::from_secs(10),
             tombstone_ttl: Duration::from_secs(60),
             max_tombstones: 65536,
+            heartbeat: Duration::from_secs(1),
+            peer_silent_after: Duration::from_secs(3),
             epoch: 0,
             seq_seed: 0,
             clock_seed: 0,
@@ -237,4 +245,9 @@ pub enum Action {
     BulkDone,
     /// Hold (true) or release (false) the `pfsync bulk` demotion (240).
     DemotionHold(bool),
+    /// Nothing valid came from the peer for this long while the link is up (its sync may have
+    /// stopped: states it makes now do not reach us).
+    PeerSilent(Duration),
+    /// A valid message from the peer again, after a silence of this long.
+    PeerBack(Duration),
 }

@@ -290,6 +290,7 @@ impl World {
                 Action::ClearPeer(_) => {}
                 Action::BulkDone => self.nodes[i].bulk_done += 1,
                 Action::DemotionHold(h) => self.nodes[i].holding = h,
+                Action::PeerSilent(_) | Action::PeerBack(_) => {}
             }
         }
     }

@@ -113,6 +113,10 @@ pub struct Stats {
     pub tcp_backwards_kept: u64,
     /// Records sent again (after a NACK or an ACK timeout).
     pub resent: u64,
+    /// Empty messages sent because nothing else went out for [`Config::heartbeat`].
+    pub heartbeats_sent: u64,
+    /// Times the peer fell silent ([`Config::peer_silent_after`]).
+    pub peer_silences: u64,
     pub acks_sent: u64,
     pub acks_received: u64,
     pub nacks_sent: u64,

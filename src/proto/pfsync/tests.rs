@@ -110,11 +110,17 @@ fn boot_holds_demotion_and_retries_bulk_request_then_gives_up() {
     assert_eq!(s.stats().bulk_requests_sent, 10);
     // Gives up at 10 s: the hold is released and counted.
     let a = s.poll(ms(10_000));
-    assert_eq!(a, vec![Action::DemotionHold(false)]);
+    assert_eq!(a[0], Action::DemotionHold(false));
+    assert!(
+        sent(&a).iter().all(|m| m.sections.is_empty()),
+        "nothing but a heartbeat: {a:?}"
+    );
     assert!(!s.holding_demotion());
     assert!(!s.bulk_pending());
     assert_eq!(s.stats().bulk_failed, 1);
-    assert_eq!(s.poll_at(), None);
+    // Only the heartbeat is left to do (the peer never spoke, so it is not "silent").
+    assert_eq!(s.poll_at(), Some(ms(11_000)));
+    assert!(!s.peer_silent());
 }
 
 #[test]
@@ -583,16 +589,16 @@ fn acks_are_delayed_coalesced_and_clear_the_window() {
     assert!(a.handle(ms(116), Input::Received(ack)).is_empty());
     assert_eq!(a.stats().window, 0);
     assert_eq!(a.stats().acks_received, 1);
-    // Nothing more to do: no ACK of the ACK, no resend.
+    // Nothing more to do: no ACK of the ACK, no resend (heartbeats only).
     assert!(
-        a.poll(ms(2000))
+        sent(&a.poll(ms(2000)))
             .iter()
-            .all(|x| !matches!(x, Action::Send(_)))
+            .all(|m| m.sections.is_empty())
     );
     assert!(
-        b.poll(ms(2000))
+        sent(&b.poll(ms(2000)))
             .iter()
-            .all(|x| !matches!(x, Action::Send(_)))
+            .all(|m| m.sections.is_empty())
     );
 }
 
@@ -1214,6 +1220,76 @@ fn unknown_action_is_skipped_and_counted() {
     assert_eq!(s.stats().unknown_action, 1);
 }
 
+/// With nothing to sync a node still sends an empty message every second, so the peer can tell
+/// "nothing to send" from "its sync stopped" (opnsense/src#316: one node never transmitted and
+/// nobody noticed); three quiet seconds from the peer raise `PeerSilent` once, its next message
+/// `PeerBack`.
+#[test]
+fn a_quiet_node_sends_heartbeats_and_notices_a_silent_peer() {
+    let mut s = ready(1); // its last message (the ACK) went out at 10 ms; the peer's came at 1 ms
+    assert!(s.poll_at().is_some_and(|t| t <= ms(1010)));
+    assert!(sent(&s.poll(ms(1009))).is_empty());
+    let hb = sent(&s.poll(ms(1010)));
+    assert_eq!(hb.len(), 1);
+    assert!(hb[0].sections.is_empty(), "{:?}", hb[0].sections);
+    assert_eq!(hb[0].flags & FLAG_SEQ, 0, "a heartbeat is not sequenced");
+    assert_eq!(s.stats().heartbeats_sent, 1);
+    // Traffic of our own replaces the heartbeat.
+    let _ = s.handle(ms(1500), local(Event::New, make_state(1)));
+    let a = s.poll(ms(1503));
+    assert_eq!(sent(&a).len(), 1);
+    for t in [1700, 2100, 2502] {
+        // (the unacknowledged message is resent meanwhile)
+        assert!(sent(&s.poll(ms(t))).iter().all(|m| !m.sections.is_empty()));
+    }
+    assert_eq!(s.stats().heartbeats_sent, 1);
+
+    assert!(!s.peer_silent());
+    let a = s.poll(ms(3000));
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::PeerSilent(_))),
+        "{a:?}"
+    );
+    let a = s.poll(ms(3001));
+    assert!(
+        a.contains(&Action::PeerSilent(Duration::from_millis(3000))),
+        "{a:?}"
+    );
+    assert!(s.peer_silent());
+    let a = s.poll(ms(6000));
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::PeerSilent(_))),
+        "raised once: {a:?}"
+    );
+    assert_eq!(s.stats().peer_silences, 1);
+    // The peer's heartbeat (unsequenced, no sections) ends the silence.
+    let a = s.handle(ms(7001), Input::Received(peer_msg(2, 0, vec![])));
+    assert!(
+        a.contains(&Action::PeerBack(Duration::from_millis(7000))),
+        "{a:?}"
+    );
+    assert!(!s.peer_silent());
+    assert_eq!(s.last_heard(), Some(ms(7001)));
+    // And the next silence is counted again.
+    let _ = s.poll(ms(10_001));
+    assert!(s.peer_silent());
+    assert_eq!(s.stats().peer_silences, 2);
+}
+
+/// No heartbeats and no silence while the link is down (the link itself is the reason then).
+#[test]
+fn no_heartbeat_or_silence_while_the_link_is_down() {
+    let mut s = ready(1);
+    let _ = s.handle(ms(20), Input::LinkDown);
+    let a = s.poll(ms(10_000));
+    assert!(sent(&a).is_empty(), "{a:?}");
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::PeerSilent(_))),
+        "{a:?}"
+    );
+    assert!(!s.peer_silent());
+}
+
 #[test]
 fn link_down_stops_sending_and_link_up_resyncs() {
     let mut s = ready(1);
@@ -1303,20 +1379,33 @@ fn converge(seed: u64, loss: u64, events: usize) {
         w.nodes[1].backwards
     );
     assert!(w.nodes.iter().all(|n| !n.holding), "seed {seed}: hold kept");
-    // Quiescent: nothing more is sent.
-    let sent = (w.nodes[0].sent, w.nodes[1].sent);
+    // Quiescent: nothing more is sent but one heartbeat a second.
+    let data = |w: &World| -> Vec<u64> {
+        w.nodes
+            .iter()
+            .map(|n| n.sent - n.sync.stats().heartbeats_sent)
+            .collect()
+    };
+    let before = data(&w);
+    let beats = w.nodes[0].sync.stats().heartbeats_sent;
     w.run_until(w.now + Duration::from_secs(30));
-    assert_eq!(
-        sent,
-        (w.nodes[0].sent, w.nodes[1].sent),
-        "seed {seed}: still talking"
+    assert_eq!(before, data(&w), "seed {seed}: still talking");
+    let beats = w.nodes[0].sync.stats().heartbeats_sent - beats;
+    assert!(
+        (29..=31).contains(&beats),
+        "seed {seed}: {beats} heartbeats in 30 s"
+    );
+    // (With loss, three heartbeats in a row can go: a silence then is what happened.)
+    assert!(
+        loss > 0 || w.nodes.iter().all(|n| !n.sync.peer_silent()),
+        "seed {seed}: a peer taken as silent"
     );
     // Bounded traffic: far fewer messages than a loop would make.
     let bound = 40 * events as u64 + 200;
+    let total: u64 = before.iter().sum();
     assert!(
-        sent.0 + sent.1 < bound,
-        "seed {seed}: {} messages for {events} events",
-        sent.0 + sent.1
+        total < bound,
+        "seed {seed}: {total} messages (heartbeats aside) for {events} events"
     );
 }
 
