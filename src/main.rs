@@ -123,10 +123,23 @@ fn init_logging() {
             }),
         _ => info_level(),
     };
+    let max = tracing_subscriber::Layer::<tracing_subscriber::Registry>::max_level_hint(&filter)
+        .unwrap_or(tracing::level_filters::LevelFilter::TRACE);
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(filter)
         .init();
+    // `init` bridges the `log` records of dependencies (actix, mio, netlink, rustls) and lets
+    // every level through to be filtered here; at the filter's own ceiling instead, a
+    // dependency's `trace!` costs one compare.
+    log::set_max_level(match max {
+        tracing::level_filters::LevelFilter::OFF => log::LevelFilter::Off,
+        tracing::level_filters::LevelFilter::ERROR => log::LevelFilter::Error,
+        tracing::level_filters::LevelFilter::WARN => log::LevelFilter::Warn,
+        tracing::level_filters::LevelFilter::INFO => log::LevelFilter::Info,
+        tracing::level_filters::LevelFilter::DEBUG => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    });
     if let Some(b) = bad {
         tracing::warn!("{b}");
     }
