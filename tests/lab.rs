@@ -2,6 +2,8 @@
 //! Needs root (network namespaces). Every test has its own prefix `tt<pid><letter>` and a guard
 //! that tears its lab down even when it panics.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -421,9 +423,7 @@ fn boot_waits_for_both_sockets_and_stops_nodes() {
         assert!(lab.state_dir(fw).is_dir());
     }
     assert!(lab.start_node(Node::Fw1).is_err(), "second daemon in fw1");
-    // Dirty pages out first: the daemon's exit syncs the file system under its overlay (see
-    // tests/common's flush_disk), which right after a build is cargo's output.
-    let _ = std::process::Command::new("sync").status();
+    common::flush_disk();
     let took = lab.stop_node(Node::Fw1, Signal::SIGTERM).unwrap();
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert!(lab.node_pid(Node::Fw1).is_none());
@@ -475,9 +475,7 @@ fn real_pair_boots_with_the_examples() {
     }
     assert!(ping(&lab, Node::Fw1, "10.0.0.2"), "pfsync link");
     assert!(ping(&lab, Node::Client, "192.168.1.10"), "client -> fw1");
-    // Dirty pages out first: the daemon's exit syncs the file system under its overlay (see
-    // tests/common's flush_disk), which right after a build is cargo's output.
-    let _ = std::process::Command::new("sync").status();
+    common::flush_disk();
     let took = lab.stop_node(Node::Fw2, Signal::SIGTERM).unwrap();
     assert!(took < Duration::from_secs(2), "{took:?}");
     // The exit code itself is asserted by tests/boot.rs; here the status can be unknown when the
