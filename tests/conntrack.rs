@@ -706,11 +706,79 @@ fn malformed_messages_error_and_never_panic() {
     );
 }
 
+/// An `NFT_MSG_NEWGEN` answer as the kernel sends it: nlmsghdr, nfgenmsg, NFTA_GEN_ID
+/// (big-endian), NFTA_GEN_PROC_PID, NFTA_GEN_PROC_NAME.
+fn newgen(id: u32) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&codec::MSG_NFT_NEWGEN.to_ne_bytes());
+    b.extend_from_slice(&0u16.to_ne_bytes());
+    b.extend_from_slice(&7u32.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0]);
+    for (ty, p) in [
+        (1u16, id.to_be_bytes().to_vec()),
+        (2, 42u32.to_be_bytes().to_vec()),
+        (3, b"nft\0".to_vec()),
+    ] {
+        b.extend_from_slice(&((4 + p.len()) as u16).to_ne_bytes());
+        b.extend_from_slice(&ty.to_ne_bytes());
+        b.extend_from_slice(&p);
+        while b.len() % 4 != 0 {
+            b.push(0);
+        }
+    }
+    let len = b.len() as u32;
+    b[..4].copy_from_slice(&len.to_ne_bytes());
+    b
+}
+
+#[test]
+fn the_ruleset_generation_is_decoded_and_malformed_answers_are_errors() {
+    assert_eq!(
+        codec::parse_generation(&newgen(0x0102_0304)).unwrap(),
+        0x0102_0304
+    );
+    // Every truncation is an error, never a panic or a wrong number.
+    let full = newgen(9);
+    for cut in 0..full.len() {
+        let mut b = full[..cut].to_vec();
+        if b.len() >= 4 {
+            // Keep the header's length consistent with what is left.
+            let len = b.len() as u32;
+            b[..4].copy_from_slice(&len.to_ne_bytes());
+        }
+        if let Ok(g) = codec::parse_generation(&b) {
+            assert_eq!(g, 9, "a cut at {cut} gave another generation");
+            assert!(cut >= 16 + 4 + 8, "a cut at {cut} decoded");
+        }
+    }
+    // No generation attribute; an id of the wrong size; a kernel error.
+    let mut b = newgen(9);
+    b[20 + 2..20 + 4].copy_from_slice(&5u16.to_ne_bytes());
+    assert!(codec::parse_generation(&b).is_err());
+    let mut b = newgen(9);
+    b[20..22].copy_from_slice(&6u16.to_ne_bytes());
+    assert!(codec::parse_generation(&b).is_err());
+    let mut err = Vec::new();
+    err.extend_from_slice(&36u32.to_ne_bytes());
+    err.extend_from_slice(&codec::NLMSG_ERROR.to_ne_bytes());
+    err.extend_from_slice(&[0; 10]);
+    err.extend_from_slice(&(-libc::EPERM).to_ne_bytes());
+    err.extend_from_slice(&[0; 16]);
+    match codec::parse_generation(&err) {
+        Err(tandem::sys::conntrack::Error::Netlink { code, .. }) => assert_eq!(code, libc::EPERM),
+        other => panic!("want EPERM, got {other:?}"),
+    }
+    assert!(codec::parse_generation(&[]).is_err());
+}
+
 proptest::proptest! {
     #[test]
     fn random_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
         let _ = codec::parse_entry(&bytes);
         let _ = codec::parse_count(&bytes);
+        let _ = codec::parse_generation(&bytes);
         let mut out = VecDeque::new();
         let _ = decode_events(&bytes, None, &mut out);
     }

@@ -124,3 +124,91 @@ fn lan_leaves_through_the_vip_and_block_rules_apply() {
     let after = l.ctl(Node::Fw1, "config.get", json!({})).unwrap();
     assert_eq!(after["xml"].as_str().unwrap(), orig);
 }
+
+#[test]
+fn tables_flushed_outside_tandem_are_put_back() {
+    let l = lab("nf", default_opts());
+    settled_pair(&l);
+    let f0 = l.ctl(Node::Fw1, "filter.ruleset", json!({})).unwrap();
+    let n0 = l.ctl(Node::Fw1, "nat.ruleset", json!({})).unwrap();
+    assert_eq!(f0["repairs"], 0, "{f0}");
+    // An admin's (or another tool's) `nft flush ruleset` on the master: unfiltered and
+    // un-NATed until tandem notices.
+    l.run(Node::Fw1, &["nft", "flush", "ruleset"]).unwrap();
+    let tables = || {
+        l.run(Node::Fw1, &["nft", "list", "tables"])
+            .unwrap_or_default()
+    };
+    let took = wait_for(
+        "filter and NAT tables back on fw1",
+        Duration::from_secs(6),
+        || {
+            let t = tables();
+            t.contains("inet tandem_filter") && t.contains("ip tandem_nat")
+        },
+    );
+    eprintln!("filter and NAT tables back {took:?} after the flush");
+    for (method, before) in [("filter.ruleset", &f0), ("nat.ruleset", &n0)] {
+        let s = l.ctl(Node::Fw1, method, json!({})).unwrap();
+        assert_eq!(s["repairs"], 1, "{method}: {s}");
+        assert!(
+            s["last_repair"].as_str().unwrap().contains("is missing"),
+            "{method}: {s}"
+        );
+        // The same ruleset, not a new load from config.
+        assert_eq!(s["sha256"], before["sha256"], "{method}");
+        assert_eq!(s["loads"], before["loads"], "{method}");
+    }
+    assert!(
+        l.log_tail(Node::Fw1, 200)
+            .contains("ruleset is loaded again")
+    );
+    // NAT works again: a new connection leaves through the VIP.
+    let srv = serve_once(&l, 9003);
+    std::thread::sleep(Duration::from_millis(300));
+    connect(&l, 9003).expect("client -> server after the repair");
+    let seen = String::from_utf8(srv.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(seen.trim(), "172.18.0.100");
+    // A rule slipped into tandem's filter table is taken out again.
+    l.run(
+        Node::Fw1,
+        &[
+            "nft",
+            "insert",
+            "rule",
+            "inet",
+            "tandem_filter",
+            "forward",
+            "accept",
+        ],
+    )
+    .unwrap();
+    wait_for("the foreign rule removed", Duration::from_secs(6), || {
+        l.ctl(Node::Fw1, "filter.ruleset", json!({}))
+            .is_ok_and(|s| s["repairs"] == 2)
+    });
+    let listed = l
+        .run(
+            Node::Fw1,
+            &["nft", "list", "chain", "inet", "tandem_filter", "forward"],
+        )
+        .unwrap();
+    let first_rule = listed
+        .lines()
+        .map(str::trim)
+        .find(|l| {
+            !l.is_empty()
+                && !l.starts_with("table")
+                && !l.starts_with("chain")
+                && !l.starts_with("type")
+        })
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(first_rule, "accept", "{listed}");
+    // The state sync's label table is put back too (checked at its refresh, every ~5 s).
+    wait_for(
+        "the label table back on fw1",
+        Duration::from_secs(12),
+        || tables().contains("inet tandem_pfsync"),
+    );
+}

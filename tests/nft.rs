@@ -797,3 +797,72 @@ fn mvc_rules_convert() {
     assert!(f.contains("# OPNsense/Firewall/Filter/rules/rule[2]: no ipv6 address known"));
     assert!(!f.contains("rules/rule[3]"));
 }
+
+/// `nft <args>` in the calling thread's namespace; panics on failure.
+fn nft(args: &[&str]) {
+    let out = std::process::Command::new("nft")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_guard_finds_deleted_or_changed_tables_and_loads_them_again() {
+    let cfg = parse(&example("carp-master.xml"));
+    let filter = convert::filter(&cfg).unwrap();
+    let Some(r) = in_netns(move || {
+        use sys::nft::{Drift, Guard};
+        let mut found = Vec::new();
+        let mut g = Guard::new(filter.clone());
+        // Not loaded yet: the first keep loads.
+        found.push(g.keep(sys::nft::load_filter).unwrap());
+        let loaded = sys::nft::list(&filter).unwrap();
+        let gen0 = sys::nft::generation().unwrap();
+        found.push(g.check().unwrap());
+        // A change to a table tandem does not own moves the generation, and is no drift.
+        nft(&["add", "table", "inet", "someone_else"]);
+        assert!(sys::nft::generation().unwrap() > gen0);
+        found.push(g.check().unwrap());
+        // A rule added to ours, then the whole ruleset flushed: both found and repaired.
+        nft(&["add", "rule", "inet", "tandem_filter", "forward", "accept"]);
+        found.push(g.keep(sys::nft::load_filter).unwrap());
+        let after_change = sys::nft::list(&filter).unwrap();
+        nft(&["flush", "ruleset"]);
+        found.push(g.keep(sys::nft::load_filter).unwrap());
+        let after_flush = sys::nft::list(&filter).unwrap();
+        found.push(g.check().unwrap());
+        // A rule deleted (the chain flushed) is a change too.
+        nft(&["flush", "chain", "inet", "tandem_filter", "rules_in"]);
+        found.push(g.check().unwrap());
+        assert_eq!(
+            found,
+            vec![
+                Some(Drift::NotLoaded),
+                None,
+                None,
+                Some(Drift::Changed(filter.owned[0])),
+                Some(Drift::Missing(filter.owned[0])),
+                None,
+                Some(Drift::Changed(filter.owned[0])),
+            ]
+        );
+        (loaded, after_change, after_flush)
+    }) else {
+        return;
+    };
+    let (loaded, after_change, after_flush) = r;
+    assert!(loaded.contains("chain rules_in {"), "{loaded}");
+    // Repaired means the tables as loaded, rule for rule (counters aside).
+    let strip = |s: &str| {
+        s.lines()
+            .map(|l| l.split(" counter packets").next().unwrap_or(l).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&after_change), strip(&loaded));
+    assert_eq!(strip(&after_flush), strip(&loaded));
+}

@@ -12,6 +12,7 @@ use tandem::wire::pfsync;
 fuzz_target!(|data: &[u8]| {
     let _ = pfsync::parse(data, Some(b"fuzz-key"));
     let _ = codec::parse_entry(data);
+    let _ = codec::parse_generation(data);
     let mut events = std::collections::VecDeque::new();
     let _ = decode_events(data, None, &mut events);
     if let Ok(packet) = pfsync::Packet::new_checked(data) {

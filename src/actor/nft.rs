@@ -1,6 +1,9 @@
 //! `Filter` and `Nat`: each owns its nftables table(s). On every config change it re-renders
 //! (pure, `proto::nft`) and loads only when the rendered text changed, in one nft transaction;
-//! a ruleset nft rejects leaves the previous one in force and is reported.
+//! a ruleset nft rejects leaves the previous one in force and is reported. Every
+//! [`CHECK_EVERY`] it checks its tables are still the ones it loaded, and loads them again if
+//! someone deleted or changed them (`nft flush ruleset`, another tool replacing the ruleset):
+//! a firewall whose tables vanished would forward everything, unfiltered and un-NATed.
 //!
 //! ```text
 //!  supervisor ──ApplyRulesetMsg(config)──▶ Filter / Nat ──nft -f (blocking pool)──▶ kernel
@@ -8,6 +11,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
@@ -44,7 +48,18 @@ pub struct RulesetStatus {
     pub loads: u64,
     pub failed_loads: u64,
     pub last_error: Option<String>,
+    /// Times the tables were found deleted or changed outside tandem and loaded again.
+    pub repairs: u64,
+    /// What the last repair found, and when (ms since the epoch).
+    pub last_repair: Option<String>,
+    pub last_repair_unix_ms: Option<u64>,
+    /// Why the last check of the tables failed (`None`: it worked).
+    pub check_error: Option<String>,
 }
+
+/// How often the tables are checked. A check is one netlink round trip while no ruleset in
+/// the namespace changed, so this can be short.
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 pub struct NftActor {
     kind: Kind,
@@ -52,6 +67,11 @@ pub struct NftActor {
     loads: u64,
     failed: u64,
     last_error: Option<String>,
+    /// The tables as last loaded (`None` before the first load, and while a check runs).
+    guard: Option<sysnft::Guard>,
+    repairs: u64,
+    last_repair: Option<(String, u64)>,
+    check_error: Option<String>,
 }
 
 impl NftActor {
@@ -62,12 +82,79 @@ impl NftActor {
             loads: 0,
             failed: 0,
             last_error: None,
+            guard: None,
+            repairs: 0,
+            last_repair: None,
+            check_error: None,
         }
     }
+
+    /// Checks the tables against what was loaded; loads them again if they drifted.
+    fn check(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut guard) = self.guard.take() else {
+            return;
+        };
+        let kind = self.kind;
+        // `wait`: no ruleset is applied while the check runs.
+        ctx.wait(
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let r = guard.keep(|rs| load_kind(kind, rs));
+                    (guard, r)
+                })
+                .await
+            }
+            .into_actor(self)
+            .map(move |res, act, _| {
+                let (guard, r) = match res {
+                    Ok((g, r)) => (g, r.map_err(|e| e.to_string())),
+                    Err(e) => {
+                        // The guard is lost with the task: the next load makes a new one.
+                        act.check_error = Some(format!("check task failed: {e}"));
+                        return;
+                    }
+                };
+                let sha = guard.ruleset().digest();
+                act.guard = Some(guard);
+                match r {
+                    Ok(None) => act.check_error = None,
+                    Ok(Some(drift)) => {
+                        act.repairs += 1;
+                        act.last_repair = Some((drift.to_string(), unix_ms()));
+                        act.check_error = None;
+                        tracing::warn!(table = ?kind, sha256 = %sha, "{drift}: the {kind:?} ruleset is loaded again");
+                    }
+                    Err(e) => {
+                        if act.check_error.as_deref() != Some(e.as_str()) {
+                            tracing::error!(table = ?kind, "checking the {kind:?} tables failed: {e}");
+                        }
+                        act.check_error = Some(e);
+                    }
+                }
+            }),
+        );
+    }
+}
+
+fn load_kind(kind: Kind, rs: &Ruleset) -> Result<(), sysnft::Error> {
+    match kind {
+        Kind::Filter => sysnft::load_filter(rs),
+        Kind::Nat => sysnft::load(rs),
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Actor for NftActor {
     type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(CHECK_EVERY, |act, ctx| act.check(ctx));
+    }
 }
 
 /// Render from this config and load if it differs from what is in force.
@@ -76,7 +163,8 @@ impl Actor for NftActor {
 pub struct ApplyRulesetMsg(pub Arc<Config>);
 
 impl Handler<ApplyRulesetMsg> for NftActor {
-    type Result = ResponseActFuture<Self, Result<bool, String>>;
+    // Atomic: one load at a time, never during a check of the tables.
+    type Result = AtomicResponse<Self, Result<bool, String>>;
     fn handle(&mut self, m: ApplyRulesetMsg, _: &mut Context<Self>) -> Self::Result {
         let kind = self.kind;
         let rs = match kind.render(&m.0) {
@@ -85,18 +173,23 @@ impl Handler<ApplyRulesetMsg> for NftActor {
                 let msg = format!("cannot render the {kind:?} ruleset: {e}");
                 tracing::error!("{msg}");
                 self.last_error = Some(msg.clone());
-                return Box::pin(fut::ready(Err(msg)));
+                return AtomicResponse::new(Box::pin(fut::ready(Err(msg))));
             }
         };
         if self.loaded.as_ref().is_some_and(|l| l.text == rs.text) {
-            return Box::pin(fut::ready(Ok(false)));
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(false))));
         }
-        Box::pin(
+        AtomicResponse::new(Box::pin(
             async move {
                 let r = rs.clone();
-                let res = tokio::task::spawn_blocking(move || match kind {
-                    Kind::Filter => sysnft::load_filter(&r),
-                    Kind::Nat => sysnft::load(&r),
+                let res = tokio::task::spawn_blocking(move || {
+                    load_kind(kind, &r)?;
+                    // What the tables look like now, for the checks.
+                    let mut guard = sysnft::Guard::new(r);
+                    if let Err(e) = guard.loaded() {
+                        tracing::warn!(table = ?kind, "cannot list the tables just loaded ({e}); the next check loads them again");
+                    }
+                    Ok::<_, sysnft::Error>(guard)
                 })
                 .await;
                 (rs, res)
@@ -108,8 +201,9 @@ impl Handler<ApplyRulesetMsg> for NftActor {
                     Err(e) => Err(format!("nft task failed: {e}")),
                 };
                 match res {
-                    Ok(()) => {
+                    Ok(guard) => {
                         tracing::info!(table = ?kind, sha256 = %rs.digest(), "ruleset loaded");
+                        act.guard = Some(guard);
                         act.loads += 1;
                         act.loaded = Some(rs);
                         act.last_error = None;
@@ -123,7 +217,7 @@ impl Handler<ApplyRulesetMsg> for NftActor {
                     }
                 }
             }),
-        )
+        ))
     }
 }
 
@@ -142,6 +236,10 @@ impl Handler<RulesetStatusMsg> for NftActor {
             loads: self.loads,
             failed_loads: self.failed,
             last_error: self.last_error.clone(),
+            repairs: self.repairs,
+            last_repair: self.last_repair.as_ref().map(|r| r.0.clone()),
+            last_repair_unix_ms: self.last_repair.as_ref().map(|r| r.1),
+            check_error: self.check_error.clone(),
         })
     }
 }

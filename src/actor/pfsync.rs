@@ -123,6 +123,8 @@ pub struct Pfsync {
     /// The last poll changed nothing: a deadline still due now waits for the timer, not a spin.
     idle_poll: bool,
     kstats: KernelStats,
+    /// The label table as loaded, checked before every refresh dump (on the dump thread).
+    labels: Arc<std::sync::Mutex<crate::sys::nft::Guard>>,
     /// A table dump is running; the dump asked for meanwhile (merged: a resync wins).
     dumping: bool,
     dump_again: Option<DumpKind>,
@@ -318,7 +320,7 @@ struct DumpChunkMsg(DumpKind, Vec<Entry>);
 /// What the check of the label table before a refresh dump found.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct LabelTableMsg(Result<crate::sys::nft::Ensured, String>);
+struct LabelTableMsg(Result<Option<crate::sys::nft::Drift>, String>);
 
 /// A table dump ended (after `took`).
 #[derive(Message)]
@@ -383,6 +385,9 @@ impl Pfsync {
             timer: None,
             idle_poll: false,
             kstats: KernelStats::default(),
+            labels: Arc::new(std::sync::Mutex::new(crate::sys::nft::Guard::new(
+                crate::proto::nft::pfsync_labels(),
+            ))),
             dumping: false,
             dump_again: None,
             new_events: None,
@@ -631,6 +636,7 @@ impl Pfsync {
         let spec = self.spec.clone();
         let nl = self.nl.clone();
         let addr = ctx.address();
+        let labels = self.labels.clone();
         actix_rt::spawn(async move {
             let r = async {
                 let link = netlink::link_by_name(&nl, &spec.device)
@@ -639,12 +645,8 @@ impl Pfsync {
                     .ok_or_else(|| format!("sync device {} does not exist", spec.device))?;
                 // Labels first: the kernel gives an entry room for labels only if a rule uses
                 // them when the entry is created.
-                let labels = match tokio::task::spawn_blocking(|| {
-                    crate::sys::nft::load(&crate::proto::nft::pfsync_labels())
-                })
-                .await
-                {
-                    Ok(Ok(())) => true,
+                let labels = match tokio::task::spawn_blocking(move || keep_labels(&labels)).await {
+                    Ok(Ok(_)) => true,
                     Ok(Err(e)) => {
                         tracing::warn!(
                             "peer states will not carry the peer label ({e}): a restarted daemon \
@@ -727,15 +729,14 @@ impl Pfsync {
         // calling thread (10-20 ms for a table of tens of thousands), which on the actor's
         // thread held up events and sync messages (the sync bench's lag p99 at 10k states/s
         // went from ~1 ms to ~17 ms whenever a refresh dump ran).
+        let labels = self.labels.clone();
         let spawned = std::thread::Builder::new().name("ct-dump".into()).spawn({
             let addr = addr.clone();
             move || {
                 // The label table first (an admin's `nft flush ruleset` takes it with
                 // everything else; entries written without it carry no peer label).
                 if kind == DumpKind::Refresh {
-                    let r = crate::sys::nft::ensure(&crate::proto::nft::pfsync_labels())
-                        .map_err(|e| e.to_string());
-                    addr.do_send(LabelTableMsg(r));
+                    addr.do_send(LabelTableMsg(keep_labels(&labels)));
                 }
                 let t0 = std::time::Instant::now();
                 let r = match tokio::runtime::Builder::new_current_thread()
@@ -973,19 +974,31 @@ impl Handler<DumpChunkMsg> for Pfsync {
     }
 }
 
+/// Loads the label table if it was never loaded, is missing or was changed. Blocking.
+fn keep_labels(
+    labels: &std::sync::Mutex<crate::sys::nft::Guard>,
+) -> Result<Option<crate::sys::nft::Drift>, String> {
+    let mut g = labels.lock().unwrap_or_else(|p| p.into_inner());
+    g.keep(crate::sys::nft::load).map_err(|e| e.to_string())
+}
+
 impl Handler<LabelTableMsg> for Pfsync {
     type Result = ();
     fn handle(&mut self, m: LabelTableMsg, _: &mut Context<Self>) {
-        use crate::sys::nft::Ensured;
         let table = format!("inet {}", crate::proto::nft::PFSYNC_TABLE);
         match m.0 {
-            Ok(Ensured::Present) => {}
-            Ok(Ensured::Reloaded) => {
+            Ok(None) => {}
+            Ok(Some(crate::sys::nft::Drift::NotLoaded)) => {}
+            Ok(Some(drift)) => {
                 self.kstats.label_table_reloads += 1;
-                tracing::warn!(
-                    "the label table {table} was missing (deleted outside tandem?) and is loaded \
-                     again; the peer's states written meanwhile carry no peer label"
-                );
+                if matches!(drift, crate::sys::nft::Drift::Missing(_)) {
+                    tracing::warn!(
+                        "{drift}: the label table is loaded again; the peer's states written \
+                         meanwhile carry no peer label"
+                    );
+                } else {
+                    tracing::warn!("{drift}: the label table is loaded again");
+                }
             }
             Err(e) => {
                 if self.kstats.peer_label {

@@ -96,32 +96,139 @@ pub fn load_filter(rs: &Ruleset) -> Result<(), Error> {
 
 /// `nft list table <family> <name>`; `None` if the table does not exist.
 pub fn list_table(t: TableId) -> Result<Option<String>, Error> {
-    match run(&["list", "table", t.family, t.name], "") {
+    list_one(t, false)
+}
+
+/// `nft [-s] list table`: `-s` leaves out counter values and other state.
+fn list_one(t: TableId, stateless: bool) -> Result<Option<String>, Error> {
+    let args = ["-s", "list", "table", t.family, t.name];
+    match run(if stateless { &args } else { &args[1..] }, "") {
         Ok(s) => Ok(Some(s)),
         Err(Error::Rejected(e)) if e.contains("No such file or directory") => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// What [`ensure`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ensured {
-    /// Every table `rs` owns was there; nothing was loaded.
-    Present,
-    /// At least one was missing (someone deleted it, `nft flush ruleset`): `rs` was loaded again.
-    Reloaded,
+/// The nftables ruleset generation of this network namespace (`NFT_MSG_GETGEN`): the kernel
+/// bumps it with every committed ruleset change, whoever makes it. One netlink round trip.
+pub fn generation() -> std::io::Result<u32> {
+    use crate::sys::conntrack::codec;
+    let mut s = netlink_sys::Socket::new(codec::NETLINK_NETFILTER)?;
+    s.bind_auto()?;
+    s.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+    nix::sys::socket::setsockopt(
+        &s,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(1, 0),
+    )
+    .map_err(std::io::Error::from)?;
+    let mut w = codec::Writer::new();
+    w.getgen(1);
+    s.send(&w.buf, 0)?;
+    let mut buf = Vec::with_capacity(8192);
+    s.recv(&mut buf, 0)?;
+    codec::parse_generation(&buf).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-/// Loads `rs` again if any table it owns is missing. Only presence is checked (nft prints a
-/// table back normalised, not as it was given).
-pub fn ensure(rs: &Ruleset) -> Result<Ensured, Error> {
-    for t in &rs.owned {
-        if list_table(*t)?.is_none() {
-            load(rs)?;
-            return Ok(Ensured::Reloaded);
+/// How a table tandem owns differs from what tandem loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Drift {
+    /// Never loaded (the first load failed).
+    NotLoaded,
+    /// Gone: `nft flush ruleset`, `nft delete table`, another tool replacing the ruleset.
+    Missing(TableId),
+    /// Its chains or rules are not the ones loaded (someone added, changed or deleted some),
+    /// or it exists although the ruleset has it removed.
+    Changed(TableId),
+}
+
+impl fmt::Display for Drift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Drift::NotLoaded => write!(
+                f,
+                "the tables were not loaded (or not listed after the load)"
+            ),
+            Drift::Missing(t) => write!(f, "table {t} is missing"),
+            Drift::Changed(t) => write!(f, "table {t} was changed outside tandem"),
         }
     }
-    Ok(Ensured::Present)
+}
+
+/// Keeps the tables of a ruleset as tandem loaded them. After a load it remembers each owned
+/// table as nft lists it without counters (`nft -s`) and the ruleset generation; a check costs
+/// one netlink round trip while the generation stays, and lists the tables only when it moved.
+#[derive(Debug)]
+pub struct Guard {
+    rs: Ruleset,
+    /// `None` until a load succeeded.
+    listed: Option<Vec<Option<String>>>,
+    generation: Option<u32>,
+}
+
+impl Guard {
+    /// A guard for `rs`, not loaded yet: the first [`Guard::keep`] loads it.
+    pub fn new(rs: Ruleset) -> Guard {
+        Guard {
+            rs,
+            listed: None,
+            generation: None,
+        }
+    }
+
+    pub fn ruleset(&self) -> &Ruleset {
+        &self.rs
+    }
+
+    /// Remembers the tables as they are now: call right after loading the guarded ruleset.
+    pub fn loaded(&mut self) -> Result<(), Error> {
+        // The generation first: a change made while the tables are listed moves it, and the
+        // next check looks again.
+        self.generation = generation().ok();
+        self.listed = Some(list_stateless(&self.rs)?);
+        Ok(())
+    }
+
+    /// How the tables differ from what was loaded, if they do. Changes nothing.
+    pub fn check(&mut self) -> Result<Option<Drift>, Error> {
+        let Some(listed) = &self.listed else {
+            return Ok(Some(Drift::NotLoaded));
+        };
+        let now_gen = generation().ok();
+        if now_gen.is_some() && now_gen == self.generation {
+            return Ok(None);
+        }
+        let now = list_stateless(&self.rs)?;
+        for ((t, was), is) in self.rs.owned.iter().zip(listed).zip(&now) {
+            match (was, is) {
+                (Some(_), None) => return Ok(Some(Drift::Missing(*t))),
+                (a, b) if a != b => return Ok(Some(Drift::Changed(*t))),
+                _ => {}
+            }
+        }
+        // Someone changed another table: nothing to do until the generation moves again.
+        self.generation = now_gen;
+        Ok(None)
+    }
+
+    /// Checks the tables and, when they drifted, loads the ruleset again with `load` (which
+    /// replaces every owned table in one transaction). `Ok(Some(drift))`: repaired.
+    pub fn keep(
+        &mut self,
+        load: impl Fn(&Ruleset) -> Result<(), Error>,
+    ) -> Result<Option<Drift>, Error> {
+        let Some(drift) = self.check()? else {
+            return Ok(None);
+        };
+        load(&self.rs)?;
+        self.loaded()?;
+        Ok(Some(drift))
+    }
+}
+
+/// Each owned table as `nft -s list table` prints it (`None`: absent).
+fn list_stateless(rs: &Ruleset) -> Result<Vec<Option<String>>, Error> {
+    rs.owned.iter().map(|t| list_one(*t, true)).collect()
 }
 
 /// Every table the ruleset owns, listed (absent tables skipped), concatenated.

@@ -34,6 +34,12 @@ pub const MSG_CT_GET: u16 = (SUBSYS_CTNETLINK << 8) | 1;
 pub const MSG_CT_DELETE: u16 = (SUBSYS_CTNETLINK << 8) | 2;
 pub const MSG_CT_GET_STATS: u16 = (SUBSYS_CTNETLINK << 8) | 5;
 
+const SUBSYS_NFTABLES: u16 = 10;
+/// nf_tables: the ruleset generation, asked (`NFT_MSG_GETGEN`) and answered (`NFT_MSG_NEWGEN`).
+pub const MSG_NFT_GETGEN: u16 = (SUBSYS_NFTABLES << 8) | 16;
+pub const MSG_NFT_NEWGEN: u16 = (SUBSYS_NFTABLES << 8) | 15;
+const NFTA_GEN_ID: u16 = 1;
+
 /// Multicast groups (NETLINK_ADD_MEMBERSHIP numbers).
 pub const GRP_NEW: u32 = 1;
 pub const GRP_UPDATE: u32 = 2;
@@ -353,6 +359,12 @@ impl Writer {
         self.begin(MSG_CT_GET_STATS, NLM_F_REQUEST | NLM_F_ACK, seq, AF_UNSPEC);
         self.end();
     }
+
+    /// Asks for the nftables ruleset generation (answered by one `NFT_MSG_NEWGEN`).
+    pub fn getgen(&mut self, seq: u32) {
+        self.begin(MSG_NFT_GETGEN, NLM_F_REQUEST, seq, AF_UNSPEC);
+        self.end();
+    }
 }
 
 fn v6(a: IpAddr) -> Ipv6Addr {
@@ -648,6 +660,37 @@ pub fn parse_entry(payload: &[u8]) -> Result<Entry, Error> {
     e.orig = o;
     e.reply = r;
     Ok(e)
+}
+
+/// Decodes the answer to [`Writer::getgen`] (one datagram): the namespace's nftables ruleset
+/// generation, which the kernel bumps with every committed ruleset change, whoever made it.
+pub fn parse_generation(buf: &[u8]) -> Result<u32, Error> {
+    for m in messages(buf) {
+        let m = m?;
+        match m.ty {
+            NLMSG_ERROR => {
+                let (code, _) = parse_error(&m)?;
+                if code != 0 {
+                    return Err(Error::Netlink { code, op: "getgen" });
+                }
+            }
+            MSG_NFT_NEWGEN => {
+                let body = m
+                    .payload
+                    .get(NFGEN_LEN..)
+                    .ok_or_else(|| Error::Decode("newgen: short nfgenmsg".into()))?;
+                for a in attrs(body) {
+                    let (ty, p) = a?;
+                    if ty == NFTA_GEN_ID {
+                        return be32("gen.id", p);
+                    }
+                }
+                return Err(Error::Decode("newgen without a generation id".into()));
+            }
+            _ => {}
+        }
+    }
+    Err(Error::Decode("no generation in the answer".into()))
 }
 
 /// Decodes the payload of a `GET_STATS` answer: the number of entries.
