@@ -806,3 +806,131 @@ fn the_howtos_update_procedure_keeps_every_session() {
         "more than 4 of {sent} pings (20/s) lost over two planned switchovers: {stat}"
     );
 }
+
+/// The configs with IPv6 on LAN and WAN (static addresses, one CARP VIP on each, routed: no
+/// NAT for IPv6) for `host` 10 (master) or 20 (backup).
+fn with_v6_both_sides(xml: &str, host: u8) -> String {
+    let skew = if host == 10 { "0" } else { "100" };
+    let vips = format!(
+        r#"<vip>
+      <mode>carp</mode><interface>lan</interface><vhid>5</vhid><advskew>{skew}</advskew><advbase>1</advbase>
+      <password>opnsense</password><descr>VIP LAN v6</descr><subnet_bits>64</subnet_bits><subnet>fd00:1::1</subnet>
+    </vip>
+    <vip>
+      <mode>carp</mode><interface>wan</interface><vhid>6</vhid><advskew>{skew}</advskew><advbase>1</advbase>
+      <password>opnsense</password><descr>VIP WAN v6</descr><subnet_bits>64</subnet_bits><subnet>fd00:2::1</subnet>
+    </vip>
+  </virtualip>"#
+    );
+    xml.replacen("</virtualip>", &vips, 1)
+        .replacen(
+            "<ipaddrv6>track6</ipaddrv6>",
+            &format!("<ipaddrv6>fd00:1::{host}</ipaddrv6>"),
+            1,
+        )
+        .replacen(
+            "<ipaddrv6>dhcpv6</ipaddrv6>",
+            &format!("<ipaddrv6>fd00:2::{host}</ipaddrv6><subnetv6>64</subnetv6>"),
+            1,
+        )
+}
+
+/// The how-to's test over IPv6: an interactive session from the client to the server, routed
+/// through the VIPs, is in fw2's kernel table before the plug is pulled and carries on through
+/// fw2 after it.
+#[test]
+fn an_ipv6_session_survives_pulling_the_masters_plug() {
+    let base = default_opts();
+    let dir = common::TempDir::new("s6");
+    let m = dir.0.join("m.xml");
+    let b = dir.0.join("b.xml");
+    let master = std::fs::read_to_string(&base.master_config).unwrap();
+    let backup = std::fs::read_to_string(&base.backup_config).unwrap();
+    assert!(
+        master.contains("<ipaddrv6>dhcpv6</ipaddrv6>")
+            && master.contains("<ipaddrv6>track6</ipaddrv6>"),
+        "example changed: adapt the test"
+    );
+    std::fs::write(&m, with_v6_both_sides(&master, 10)).unwrap();
+    std::fs::write(&b, with_v6_both_sides(&backup, 20)).unwrap();
+    let l = lab(
+        "s6",
+        LabOptions {
+            master_config: m,
+            backup_config: b,
+            ..base
+        },
+    );
+    wait_all(&l, Node::Fw1, "MASTER", 4, Duration::from_secs(15));
+    wait_all(&l, Node::Fw2, "BACKUP", 4, Duration::from_secs(5));
+    l.run(
+        Node::Client,
+        &["ip", "-6", "addr", "add", "fd00:1::100/64", "dev", "eth0"],
+    )
+    .unwrap();
+    l.run(
+        Node::Client,
+        &["ip", "-6", "route", "add", "default", "via", "fd00:1::1"],
+    )
+    .unwrap();
+    l.run(
+        Node::Server,
+        &["ip", "-6", "addr", "add", "fd00:2::250/64", "dev", "eth0"],
+    )
+    .unwrap();
+    l.run(
+        Node::Server,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "fd00:1::/64",
+            "via",
+            "fd00:2::1",
+        ],
+    )
+    .unwrap();
+    let _srv = KillOnDrop(echo_server(&l, 7000));
+    std::thread::sleep(Duration::from_millis(300));
+    let client = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &l.ns(Node::Client),
+            "python3",
+            &script("sessions.py"),
+            "fd00:2::250",
+            "7000",
+            "1",
+            "12",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the IPv6 state on fw2", Duration::from_secs(6), || {
+        l.run(Node::Fw2, &["conntrack", "-L", "-f", "ipv6"])
+            .unwrap_or_default()
+            .lines()
+            .any(|e| {
+                e.contains("ESTABLISHED")
+                    && e.contains("dst=fd00:2::250")
+                    && e.contains("dport=7000 ")
+            })
+    });
+    let listed = l
+        .ctl(Node::Fw2, "states.list", json!({"filter": "fd00:2::250"}))
+        .unwrap();
+    let rows = listed["states"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert_eq!(rows[0]["origin"], "peer", "{listed}");
+    std::thread::sleep(Duration::from_secs(1));
+    l.pull_plug(Node::Fw1).unwrap();
+    let (ok, v) = result(client);
+    assert!(ok, "the IPv6 session broke across the failover: {v}");
+    assert_eq!(v["missing"], 0, "{v}");
+    assert!(v["maxgap_s"].as_f64().unwrap() < 4.5, "{v}");
+    assert!(all_in(&l, Node::Fw2, "MASTER", 4));
+    eprintln!("IPv6 session across failover: {v}");
+}

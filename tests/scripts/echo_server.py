@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""TCP and UDP echo server for the lab tests: echo_server.py PORT (TCP and UDP on the same port)."""
+"""TCP and UDP echo server for the lab tests: echo_server.py PORT (TCP and UDP on the same port;
+TCP over IPv6 too where the namespace has it)."""
 import socket
 import sys
 import threading
@@ -7,10 +8,14 @@ import threading
 port = int(sys.argv[1])
 
 
-def tcp():
-    s = socket.socket()
+def tcp(family=socket.AF_INET):
+    s = socket.socket(family)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind(("::", port))
+    else:
+        s.bind(("0.0.0.0", port))
     s.listen(4096)
 
     def serve(c):
@@ -37,5 +42,13 @@ def udp():
         u.sendto(d, a)
 
 
+def tcp6():
+    try:
+        tcp(socket.AF_INET6)
+    except OSError:
+        pass  # no IPv6 in this namespace: IPv4 only
+
+
 threading.Thread(target=udp, daemon=True).start()
+threading.Thread(target=tcp6, daemon=True).start()
 tcp()
