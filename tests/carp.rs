@@ -213,14 +213,7 @@ fn ipv6_vip_and_ip_alias_move_with_their_vhid() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    let l = lab(
-        "v",
-        LabOptions {
-            master_config: m,
-            backup_config: b,
-            ..base
-        },
-    );
+    let l = lab_with("v", m, b);
     wait_all(&l, Node::Fw1, "MASTER", 3, Duration::from_secs(15));
     wait_all(&l, Node::Fw2, "BACKUP", 3, Duration::from_secs(5));
     let a1 = addrs(&l, Node::Fw1, "em0");

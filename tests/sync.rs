@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::labutil::*;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use tandem::lab::{Lab, LabGuard, LabOptions, Node};
+use tandem::lab::{Lab, Node};
 
 fn script(name: &str) -> String {
     common::repo_file(&format!("tests/scripts/{name}"))
@@ -55,6 +55,19 @@ fn sessions(l: &Lab, port: u16, n: u32, secs: u32, udp: bool) -> Child {
         .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// ping(8) from the client to the server with these options; its output comes back on wait.
+fn ping_server(l: &Lab, opts: &[&str]) -> Child {
+    let ns = l.ns(Node::Client);
+    let mut args = vec!["netns", "exec", &ns, "ping", "-n"];
+    args.extend_from_slice(opts);
+    args.push("172.18.0.250");
+    Command::new("ip")
+        .args(&args)
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap()
 }
@@ -184,14 +197,7 @@ fn without_state_sync_the_session_stalls() {
     let dir = common::TempDir::new("ns");
     let m = without_sync(&base.master_config, &dir.0, "m.xml");
     let b = without_sync(&base.backup_config, &dir.0, "b.xml");
-    let l = lab(
-        "o",
-        LabOptions {
-            master_config: m,
-            backup_config: b,
-            ..base
-        },
-    );
+    let l = lab_with("o", m, b);
     settled_pair(&l);
     assert_eq!(
         l.ctl(Node::Fw2, "pfsync.status", json!({})).unwrap()["enabled"],
@@ -231,22 +237,7 @@ fn thousand_sessions_udp_and_icmp_survive_failover_and_the_move_back() {
     std::thread::sleep(Duration::from_millis(300));
     let tcp = sessions(&l, 7000, 1000, 40, false);
     let udp = sessions(&l, 7000, 1, 14, true);
-    let ping = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &l.ns(Node::Client),
-            "ping",
-            "-n",
-            "-i",
-            "0.1",
-            "-c",
-            "140",
-            "172.18.0.250",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let ping = ping_server(&l, &["-i", "0.1", "-c", "140"]);
     wait_until("1000 states on fw2", Duration::from_secs(20), || {
         fw2_conntrack(&l, 7000)
             .iter()
@@ -307,17 +298,7 @@ fn wrong_pfsync_key_injects_nothing() {
     };
     let m = keyed(&base.master_config, "right-key", "m.xml");
     let b = keyed(&base.backup_config, "wrong-key", "b.xml");
-    let l = LabGuard(
-        Lab::up(
-            &prefix("k"),
-            LabOptions {
-                master_config: m,
-                backup_config: b,
-                ..base
-            },
-        )
-        .unwrap(),
-    );
+    let l = lab_with("k", m, b);
     settled_pair(&l);
     let _srv = KillOnDrop(echo_server(&l, 7000));
     std::thread::sleep(Duration::from_millis(300));
@@ -700,23 +681,7 @@ fn the_howtos_update_procedure_keeps_every_session() {
     std::thread::sleep(Duration::from_millis(300));
     let tcp = sessions(&l, 7000, 20, 15, false);
     let udp = sessions(&l, 7000, 1, 15, true);
-    let ping = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &l.ns(Node::Client),
-            "ping",
-            "-n",
-            "-q",
-            "-i",
-            "0.05",
-            "-w",
-            "17",
-            "172.18.0.250",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let ping = ping_server(&l, &["-q", "-i", "0.05", "-w", "17"]);
     wait_until(
         "the sessions' states on fw2",
         Duration::from_secs(5),
@@ -853,14 +818,7 @@ fn an_ipv6_session_survives_pulling_the_masters_plug() {
     );
     std::fs::write(&m, with_v6_both_sides(&master, 10)).unwrap();
     std::fs::write(&b, with_v6_both_sides(&backup, 20)).unwrap();
-    let l = lab(
-        "s6",
-        LabOptions {
-            master_config: m,
-            backup_config: b,
-            ..base
-        },
-    );
+    let l = lab_with("s6", m, b);
     wait_all(&l, Node::Fw1, "MASTER", 4, Duration::from_secs(15));
     wait_all(&l, Node::Fw2, "BACKUP", 4, Duration::from_secs(5));
     l.run(

@@ -80,3 +80,15 @@ pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Dur
     }
     panic!("{what}: not after {limit:?}");
 }
+
+/// A lab whose nodes boot from these configs instead of the how-to's examples.
+pub fn lab_with(tag: &str, master: PathBuf, backup: PathBuf) -> LabGuard {
+    lab(
+        tag,
+        LabOptions {
+            master_config: master,
+            backup_config: backup,
+            ..default_opts()
+        },
+    )
+}
