@@ -457,3 +457,56 @@ fn syshook_carp_scripts_run_in_order_and_a_failing_one_is_harmless() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The VIPs are on the master and nowhere else, whoever touches the addresses: a VIP deleted
+/// from the master (`ip addr del`, a DHCP client, a network manager flushing the device) comes
+/// back within about a second, announced again, and the LAN reaches it; a VIP added by hand on
+/// the backup is taken away (two nodes answering for it would split the LAN's traffic).
+#[test]
+fn vips_changed_outside_tandem_are_put_right() {
+    let l = lab("vr", default_opts());
+    settled_pair(&l);
+    assert_eq!(vhid_stats(&l, Node::Fw1, 3)["io"]["vip_repairs"], 0);
+    l.run(
+        Node::Fw1,
+        &["ip", "addr", "del", "192.168.1.1/24", "dev", "em0"],
+    )
+    .unwrap();
+    let took = wait_for("the LAN VIP back on fw1", Duration::from_secs(4), || {
+        addrs(&l, Node::Fw1, "em0").contains("192.168.1.1/24")
+    });
+    eprintln!("LAN VIP back {took:?} after its deletion");
+    let s = vhid_stats(&l, Node::Fw1, 3);
+    assert_eq!(s["io"]["vip_repairs"], 1, "{s}");
+    assert_eq!(s["state"], "MASTER", "{s}");
+    assert!(
+        l.log_tail(Node::Fw1, 100)
+            .contains("removed outside tandem while MASTER"),
+        "{}",
+        l.log_tail(Node::Fw1, 30)
+    );
+    // The client's gateway answers (the neighbour entry is fresh again after the announcement).
+    let out = l
+        .exec(Node::Client, &["ping", "-c", "2", "-W", "1", "192.168.1.1"])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    l.run(
+        Node::Fw2,
+        &["ip", "addr", "add", "192.168.1.1/24", "dev", "em0"],
+    )
+    .unwrap();
+    wait_for("the LAN VIP gone from fw2", Duration::from_secs(4), || {
+        !addrs(&l, Node::Fw2, "em0").contains("192.168.1.1/24")
+    });
+    let s = vhid_stats(&l, Node::Fw2, 3);
+    assert_eq!(s["io"]["vip_repairs"], 1, "{s}");
+    assert_eq!(s["state"], "BACKUP", "{s}");
+    // Nothing else moved: the master kept both VHIDs, and the WAN VIP was never touched.
+    assert!(all_in(&l, Node::Fw1, "MASTER", 2));
+    assert_eq!(vhid_stats(&l, Node::Fw1, 1)["io"]["vip_repairs"], 0);
+}

@@ -88,7 +88,13 @@ pub struct IoStats {
     pub vip_errors: u64,
     pub announce_errors: u64,
     pub sibling_adverts: u64,
+    /// Times the VIPs were found missing while MASTER (or present while not), changed outside
+    /// tandem (`ip addr del/flush`, a DHCP client or network manager), and put right.
+    pub vip_repairs: u64,
 }
+
+/// How often the device's addresses are compared with the VHID's state.
+pub const VIP_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// `carp.status` for one VHID.
 #[derive(Clone, Debug, Serialize)]
@@ -125,6 +131,9 @@ pub struct Carp {
     link_up: bool,
     demotion: u32,
     vips_installed: bool,
+    /// When tandem last added or removed the VIPs (a check right after would race it).
+    vips_changed: Option<std::time::Instant>,
+    checking_vips: bool,
     io: IoStats,
     last_error: Option<String>,
     stopping: bool,
@@ -178,6 +187,8 @@ impl Carp {
             link_up: false,
             demotion,
             vips_installed: false,
+            vips_changed: None,
+            checking_vips: false,
             io: IoStats::default(),
             last_error: None,
             stopping: false,
@@ -269,6 +280,7 @@ impl Carp {
             return;
         };
         self.vips_installed = install;
+        self.vips_changed = Some(std::time::Instant::now());
         let nl = self.nl.clone();
         let addrs = self.spec.addresses.clone();
         let vhid = self.spec.vhid;
@@ -290,6 +302,72 @@ impl Carp {
                 }
             }
         });
+    }
+
+    /// The VIPs belong on the device exactly while they are installed (MASTER): put back what
+    /// someone else removed, take away what someone else added.
+    fn check_vips(&mut self, ctx: &mut Context<Self>) {
+        let Some(ifindex) = self.ifindex else { return };
+        if self.checking_vips
+            || self.stopping
+            || self.spec.addresses.is_empty()
+            || self
+                .vips_changed
+                .is_some_and(|t| t.elapsed() < VIP_CHECK_EVERY)
+        {
+            return;
+        }
+        self.checking_vips = true;
+        let want = self.vips_installed;
+        let nl = self.nl.clone();
+        ctx.spawn(
+            async move { netlink::addresses(&nl, ifindex).await }
+                .into_actor(self)
+                .map(move |r, act, _| {
+                    act.checking_vips = false;
+                    let present = match r {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::debug!(vhid = act.spec.vhid, "listing addresses: {e}");
+                            return;
+                        }
+                    };
+                    // Changed by tandem meanwhile: the next check looks again.
+                    if act.vips_installed != want
+                        || act
+                            .vips_changed
+                            .is_some_and(|t| t.elapsed() < VIP_CHECK_EVERY)
+                    {
+                        return;
+                    }
+                    let wrong: Vec<String> = act
+                        .spec
+                        .addresses
+                        .iter()
+                        .filter(|(ip, _)| present.iter().any(|(p, _)| p == ip) != want)
+                        .map(|(ip, p)| format!("{ip}/{p}"))
+                        .collect();
+                    if wrong.is_empty() {
+                        return;
+                    }
+                    act.io.vip_repairs += 1;
+                    if want {
+                        tracing::warn!(
+                            vhid = act.spec.vhid, device = %act.spec.device,
+                            "VIP {} removed outside tandem while MASTER; adding it again", wrong.join(", ")
+                        );
+                    } else {
+                        tracing::warn!(
+                            vhid = act.spec.vhid, device = %act.spec.device,
+                            "VIP {} added outside tandem while not MASTER; removing it", wrong.join(", ")
+                        );
+                    }
+                    act.install_vips(want);
+                    if want {
+                        act.announce();
+                    }
+                }),
+        );
     }
 
     fn announce(&mut self) {
@@ -467,6 +545,7 @@ impl Actor for Carp {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.open(ctx);
+        ctx.run_interval(VIP_CHECK_EVERY, |act, ctx| act.check_vips(ctx));
     }
 }
 
