@@ -241,6 +241,20 @@ fn ipv6_vip_and_ip_alias_move_with_their_vhid() {
         !a1.contains("fd00:1::1/64") && !a1.contains("192.168.1.2/24"),
         "{a1}"
     );
+    // The kernel drops a static IPv6 address when its link goes down and does not bring it
+    // back with the link: tandem installs it again, and fw1 takes the VIPs back.
+    l.restore_plug(Node::Fw1).unwrap();
+    wait_for(
+        "fw1's LAN IPv6 address back",
+        Duration::from_secs(5),
+        || addrs(&l, Node::Fw1, "em0").contains("fd00:1::10/64"),
+    );
+    wait_all(&l, Node::Fw1, "MASTER", 3, Duration::from_secs(10));
+    let a1 = addrs(&l, Node::Fw1, "em0");
+    assert!(
+        a1.contains("fd00:1::1/64") && a1.contains("fd00:1::10/64"),
+        "{a1}"
+    );
 }
 
 fn vhid_stats(l: &Lab, fw: Node, vhid: u64) -> Value {
@@ -458,12 +472,13 @@ fn syshook_carp_scripts_run_in_order_and_a_failing_one_is_harmless() {
     }
 }
 
-/// The VIPs are on the master and nowhere else, whoever touches the addresses: a VIP deleted
+/// The VIPs are on the master and nowhere else, whoever touches the addresses (and a node's
+/// own configured addresses stay on it): a VIP deleted
 /// from the master (`ip addr del`, a DHCP client, a network manager flushing the device) comes
 /// back within about a second, announced again, and the LAN reaches it; a VIP added by hand on
 /// the backup is taken away (two nodes answering for it would split the LAN's traffic).
 #[test]
-fn vips_changed_outside_tandem_are_put_right() {
+fn addresses_and_vips_changed_outside_tandem_are_put_right() {
     let l = lab("vr", default_opts());
     settled_pair(&l);
     assert_eq!(vhid_stats(&l, Node::Fw1, 3)["io"]["vip_repairs"], 0);
@@ -509,4 +524,21 @@ fn vips_changed_outside_tandem_are_put_right() {
     // Nothing else moved: the master kept both VHIDs, and the WAN VIP was never touched.
     assert!(all_in(&l, Node::Fw1, "MASTER", 2));
     assert_eq!(vhid_stats(&l, Node::Fw1, 1)["io"]["vip_repairs"], 0);
+
+    // The node's own configured addresses are kept too: the sync link's, flushed by hand.
+    l.run(Node::Fw1, &["ip", "addr", "flush", "dev", "em2"])
+        .unwrap();
+    wait_for("fw1's sync address back", Duration::from_secs(5), || {
+        addrs(&l, Node::Fw1, "em2").contains("10.0.0.1/24")
+    });
+    let list = l.ctl(Node::Fw1, "interfaces.list", json!({})).unwrap();
+    let opt1 = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["key"] == "opt1")
+        .unwrap();
+    assert_eq!(opt1["repairs"], 1, "{opt1}");
+    let lan = list.as_array().unwrap().iter().find(|i| i["key"] == "lan");
+    assert_eq!(lan.unwrap()["repairs"], 0, "{list}");
 }

@@ -1,6 +1,8 @@
 //! `Interface`: one per enabled interface of the config. Brings the device up, installs the
 //! configured addresses (and removes the ones it installed that are no longer configured), follows
-//! the link state and publishes `LinkChanged` on the bus.
+//! the link state and publishes `LinkChanged` on the bus. Every [`CHECK_EVERY`] it looks for
+//! configured addresses that are gone (deleted by hand, flushed by another tool, or IPv6
+//! addresses the kernel drops when the link goes down) and installs them again.
 //!
 //! ```text
 //!  supervisor ──ApplyIfaceMsg / LinkEventMsg / IfaceStatusMsg──▶ Interface ──LinkChanged──▶ bus
@@ -9,6 +11,7 @@
 //! ```
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
@@ -26,7 +29,17 @@ pub struct Interface {
     /// Addresses this actor installed (only these are ever removed).
     installed: Vec<(IpAddr, u8)>,
     last_error: Option<String>,
+    /// Configured addresses found missing and installed again.
+    repairs: u64,
+    /// What the last check found missing (a repeated failure is logged once).
+    last_missing: Vec<String>,
+    checking: bool,
+    /// Bumped by every apply: a check that started before one is stale.
+    applies: u64,
 }
+
+/// How often the configured addresses are checked.
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// What `interfaces.list` shows for one interface.
 #[derive(Clone, Debug, Serialize)]
@@ -44,6 +57,8 @@ pub struct IfaceStatus {
     pub configured: Vec<String>,
     /// Addresses the kernel has on the device (VIPs included).
     pub addresses: Vec<String>,
+    /// Times configured addresses were found missing and installed again.
+    pub repairs: u64,
     pub last_error: Option<String>,
 }
 
@@ -67,7 +82,55 @@ impl Interface {
             link: None,
             installed: Vec::new(),
             last_error: None,
+            repairs: 0,
+            last_missing: Vec::new(),
+            checking: false,
+            applies: 0,
         }
+    }
+
+    /// Installs configured addresses that are no longer on the device.
+    fn check(&mut self, ctx: &mut Context<Self>) {
+        let Some(index) = self.link.as_ref().map(|l| l.index) else {
+            return;
+        };
+        let want = configured(&self.cfg);
+        if self.checking || want.is_empty() {
+            return;
+        }
+        self.checking = true;
+        let applies = self.applies;
+        let nl = self.nl.clone();
+        ctx.spawn(
+            async move { netlink::addresses(&nl, index).await }
+                .into_actor(self)
+                .map(move |r, act, ctx| {
+                    act.checking = false;
+                    let Ok(present) = r else { return };
+                    if act.applies != applies {
+                        return;
+                    }
+                    let missing: Vec<String> = want
+                        .iter()
+                        .filter(|a| !present.contains(a))
+                        .map(|(a, p)| format!("{a}/{p}"))
+                        .collect();
+                    if missing.is_empty() {
+                        act.last_missing.clear();
+                        return;
+                    }
+                    act.repairs += 1;
+                    if missing != act.last_missing {
+                        tracing::warn!(
+                            key = %act.cfg.key, device = %act.cfg.device,
+                            "configured address {} is gone from the device; installing it again",
+                            missing.join(", ")
+                        );
+                    }
+                    act.last_missing = missing;
+                    act.apply(ctx);
+                }),
+        );
     }
 
     /// Bring the device up and converge its addresses to the config. Returns the link and the
@@ -104,6 +167,7 @@ impl Interface {
     }
 
     fn apply(&mut self, ctx: &mut Context<Self>) {
+        self.applies += 1;
         let fut = Self::converge(
             self.nl.clone(),
             self.cfg.device.clone(),
@@ -155,6 +219,7 @@ impl Actor for Interface {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.apply(ctx);
+        ctx.run_interval(CHECK_EVERY, |act, ctx| act.check(ctx));
     }
 }
 
@@ -265,6 +330,7 @@ impl Handler<IfaceStatusMsg> for Interface {
                         .map(|(a, p)| format!("{a}/{p}"))
                         .collect(),
                     addresses: addrs.iter().map(|(a, p)| format!("{a}/{p}")).collect(),
+                    repairs: act.repairs,
                     last_error: act.last_error.clone(),
                 }
             }),
