@@ -889,6 +889,12 @@ fn an_ipv6_session_survives_pulling_the_masters_plug() {
     assert!(ok, "the IPv6 session broke across the failover: {v}");
     assert_eq!(v["missing"], 0, "{v}");
     assert!(v["maxgap_s"].as_f64().unwrap() < 4.5, "{v}");
-    assert!(all_in(&l, Node::Fw2, "MASTER", 4));
+    assert!(
+        all_in(&l, Node::Fw2, "MASTER", 4),
+        "fw2 {:?}\nfw1 {:?}\n--- fw2 log\n{}",
+        states(&l, Node::Fw2),
+        states(&l, Node::Fw1),
+        l.log_tail(Node::Fw2, 40)
+    );
     eprintln!("IPv6 session across failover: {v}");
 }

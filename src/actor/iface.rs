@@ -110,11 +110,10 @@ impl Interface {
                     if act.applies != applies {
                         return;
                     }
-                    let missing: Vec<String> = want
-                        .iter()
-                        .filter(|a| !present.contains(a))
-                        .map(|(a, p)| format!("{a}/{p}"))
-                        .collect();
+                    let gone: Vec<(IpAddr, u8)> =
+                        want.into_iter().filter(|a| !present.contains(a)).collect();
+                    let missing: Vec<String> =
+                        gone.iter().map(|(a, p)| format!("{a}/{p}")).collect();
                     if missing.is_empty() {
                         act.last_missing.clear();
                         return;
@@ -128,7 +127,20 @@ impl Interface {
                         );
                     }
                     act.last_missing = missing;
-                    act.apply(ctx);
+                    // Only the addresses: the link's admin state is left as it is (an admin's
+                    // `ip link set down` stays down).
+                    let nl = act.nl.clone();
+                    let device = act.cfg.device.clone();
+                    ctx.wait(
+                        async move {
+                            for (ip, p) in gone {
+                                if let Err(e) = netlink::add_address(&nl, index, ip, p).await {
+                                    tracing::warn!(%device, "adding {ip}/{p} again: {e}");
+                                }
+                            }
+                        }
+                        .into_actor(act),
+                    );
                 }),
         );
     }

@@ -109,7 +109,9 @@ impl NftActor {
                 let (guard, r) = match res {
                     Ok((g, r)) => (g, r.map_err(|e| e.to_string())),
                     Err(e) => {
-                        // The guard is lost with the task: the next load makes a new one.
+                        // The guard went with the task: a fresh one loads the ruleset in force
+                        // again at the next check.
+                        act.guard = act.loaded.clone().map(sysnft::Guard::new);
                         act.check_error = Some(format!("check task failed: {e}"));
                         return;
                     }
