@@ -211,4 +211,40 @@ fn tables_flushed_outside_tandem_are_put_back() {
         Duration::from_secs(12),
         || tables().contains("inet tandem_pfsync"),
     );
+    // A rule slipped into it is a change too: the table is loaded again (next refresh).
+    let reloads = || {
+        l.ctl(Node::Fw1, "pfsync.status", json!({}))
+            .map(|s| s["kernel"]["label_table_reloads"].as_u64().unwrap_or(0))
+            .unwrap_or(0)
+    };
+    wait_for(
+        "the label table's reload counted",
+        Duration::from_secs(3),
+        || reloads() == 1,
+    );
+    l.run(
+        Node::Fw1,
+        &[
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "tandem_pfsync",
+            "peer_states",
+            "accept",
+        ],
+    )
+    .unwrap();
+    wait_for(
+        "the changed label table loaded again",
+        Duration::from_secs(12),
+        || reloads() == 2,
+    );
+    let listed = l
+        .run(
+            Node::Fw1,
+            &["nft", "list", "table", "inet", "tandem_pfsync"],
+        )
+        .unwrap();
+    assert!(!listed.contains("accept"), "{listed}");
 }

@@ -1,4 +1,5 @@
-//! ctnetlink message encoding and decoding (pure: no sockets).
+//! ctnetlink message encoding and decoding (pure: no sockets), and the one nf_tables message
+//! tandem sends itself (`GETGEN`, the ruleset generation), which shares nfnetlink's framing.
 //!
 //! Layout of one message:
 //! ```text
